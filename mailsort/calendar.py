@@ -1,0 +1,173 @@
+"""The working-hours calendar: when is the owner at work?
+
+Pure: every answer is a function of the calendar and the instant asked about, never of the clock.
+Opening ranges are wall-clock times in the calendar's zone, so a 09:00 opening stays 09:00 local on
+both sides of a DST change. Public holidays come from the `holidays` package, absences from config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Iterator, Mapping
+from zoneinfo import ZoneInfo
+
+from .config import Absence, CalendarConfig, TimeRange
+
+# How far ahead we look for an opening before declaring the calendar closed for good. A calendar with
+# no weekly hours is rejected by config; only an absurdly long absence can exhaust this horizon.
+HORIZON_DAYS = 3 * 366
+
+
+class NeverOpenError(ValueError):
+    """No opening within the horizon (e.g. an absence of several years)."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """One stretch of open time, as aware datetimes in the calendar's zone."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, eq=False)
+class WorkCalendar:
+    """Weekly hours + holidays + absences in one time zone."""
+
+    tz: ZoneInfo
+    hours: Mapping[int, tuple[TimeRange, ...]]
+    holidays: Mapping[date, str] = field(default_factory=dict)
+    absences: tuple[Absence, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: CalendarConfig) -> "WorkCalendar":
+        hol: Mapping[date, str] = {}
+        if config.holiday_country:
+            import holidays
+
+            hol = holidays.country_holidays(config.holiday_country, subdiv=config.holiday_subdivision)
+        return cls(ZoneInfo(config.timezone), dict(config.hours), hol, config.absences)
+
+    # ----------------------------------------------------------------------------- day questions
+
+    def holiday_name(self, day: date) -> str | None:
+        name = self.holidays.get(day)
+        return str(name) if name else None
+
+    def absence_on(self, day: date) -> Absence | None:
+        for absence in self.absences:
+            if absence.start <= day <= absence.end:
+                return absence
+        return None
+
+    def is_working_day(self, day: date) -> bool:
+        return bool(self.hours.get(day.weekday())) and self.holiday_name(day) is None and self.absence_on(day) is None
+
+    def periods_on(self, day: date) -> tuple[Period, ...]:
+        """The open periods of one local day (empty on holidays, absences and closed weekdays)."""
+        if not self.is_working_day(day):
+            return ()
+        return _day_periods(self.tz, day, self.hours[day.weekday()])
+
+    def periods_from(self, t: datetime) -> Iterator[Period]:
+        """Open periods that end after `t`, in order, merging periods that touch (e.g. across 24:00)."""
+        _check_aware(t)
+        day = t.astimezone(self.tz).date()
+        pending: Period | None = None
+        for offset in range(HORIZON_DAYS + 2):
+            for period in self.periods_on(day + timedelta(days=offset)):
+                if period.end <= t:
+                    continue
+                if pending is not None and period.start <= pending.end:
+                    pending = Period(pending.start, max(pending.end, period.end))
+                    continue
+                if pending is not None:
+                    yield pending
+                pending = period
+        if pending is not None:
+            yield pending
+
+    # ----------------------------------------------------------------------------- instant questions
+
+    def is_open(self, t: datetime) -> bool:
+        _check_aware(t)
+        local = t.astimezone(self.tz)
+        return any(p.start <= t < p.end for p in self.periods_on(local.date()))
+
+    def current_period(self, t: datetime) -> Period | None:
+        for period in self.periods_from(t):
+            return period if period.start <= t else None
+        return None
+
+    def next_opening(self, t: datetime) -> datetime:
+        """The first opening at or after `t`; while open, the opening after the current period."""
+        for period in self.periods_from(t):
+            if period.start >= t:
+                return period.start
+        raise NeverOpenError(f"no working hours in the {HORIZON_DAYS} days after {t.isoformat()}")
+
+    def next_closing(self, t: datetime) -> datetime:
+        """The end of the current period while open, else the end of the next one."""
+        for period in self.periods_from(t):
+            return period.end
+        raise NeverOpenError(f"no working hours in the {HORIZON_DAYS} days after {t.isoformat()}")
+
+    def last_opening(self, t: datetime) -> datetime | None:
+        """The most recent opening at or before `t` (within a fortnight), for "did we pass an opening?"."""
+        _check_aware(t)
+        day = t.astimezone(self.tz).date()
+        for offset in range(0, 15):
+            starts = [p.start for p in self.periods_on(day - timedelta(days=offset)) if p.start <= t]
+            if starts:
+                return max(starts)
+        return None
+
+    def add_open_time(self, t: datetime, amount: timedelta) -> datetime:
+        """The instant at which `amount` of open time has passed since `t` (for reply deadlines)."""
+        remaining = amount
+        for period in self.periods_from(t):
+            start = max(period.start, t)
+            available = period.end - start
+            if remaining <= available:
+                return (start + remaining).astimezone(self.tz)
+            remaining -= available
+        raise NeverOpenError(f"not enough working hours after {t.isoformat()}")
+
+    def open_time_between(self, start: datetime, end: datetime) -> timedelta:
+        total = timedelta()
+        for period in self.periods_from(start):
+            if period.start >= end:
+                break
+            total += min(period.end, end) - max(period.start, start)
+        return total
+
+    def absence_at(self, t: datetime) -> Absence | None:
+        return self.absence_on(t.astimezone(self.tz).date())
+
+
+@lru_cache(maxsize=4096)
+def _day_periods(tz: ZoneInfo, day: date, ranges: tuple[TimeRange, ...]) -> tuple[Period, ...]:
+    periods = []
+    for r in ranges:
+        start = _local(tz, day, r.start_minute)
+        end = _local(tz, day, r.end_minute)
+        if end > start:
+            periods.append(Period(start, end))
+    return tuple(periods)
+
+
+def _local(tz: ZoneInfo, day: date, minute: int) -> datetime:
+    """Wall-clock `minute` of `day` in `tz`; 24:00 is the next midnight. Times skipped by a DST jump
+    resolve to the instant after the jump (fold=0 semantics normalised through UTC)."""
+    if minute >= 24 * 60:
+        return _local(tz, day + timedelta(days=1), minute - 24 * 60)
+    naive = datetime.combine(day, time(minute // 60, minute % 60))
+    aware = naive.replace(tzinfo=tz)
+    return aware.astimezone(ZoneInfo("UTC")).astimezone(tz)
+
+
+def _check_aware(t: datetime) -> None:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("the calendar needs an aware datetime (with a UTC offset)")

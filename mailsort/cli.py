@@ -1,0 +1,192 @@
+"""The `mailsort` command line. Thin by design: parse options, call the library, render the result.
+
+Errors from the library arrive as `MailsortError` subclasses and are turned into one line on stderr and
+an exit status in `main()` — 0 success, 1 a failed run, 2 bad usage or bad config — never a traceback
+for a user mistake. `--json` prints exactly one JSON document on stdout; logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import Config, default_config_path, load_config
+from .errors import ConfigError, MailsortError, UsageError
+
+log = logging.getLogger("mailsort")
+
+
+class Context:
+    """What every command gets: where the config is, and the clock (replaced by --now)."""
+
+    def __init__(self, config_path: Path | None, verbose: int):
+        self.config_path = config_path
+        self.verbose = verbose
+        self._config: Config | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.config_path or default_config_path()
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.path)
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def parse_now(value: str | None) -> datetime:
+    """`--now` value -> aware datetime; without it, the real clock (the only clock read in mailsort)."""
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now: {value!r} is not an ISO 8601 time such as 2026-11-27T18:00:00+01:00") from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"--now: {value!r} has no UTC offset; write it like 2026-11-27T18:00:00+01:00")
+    return parsed
+
+
+NOW_OPTION = click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="Pretend it is this moment (ISO 8601 with offset, e.g. 2026-11-27T18:00:00+01:00). "
+    "Replaces the clock everywhere in this run.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file. Default: $MAILSORT_CONFIG, else config.toml in the user config directory.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debugging).")
+@click.version_option(__version__, prog_name="mailsort")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
+    """mailsort: sort client mail into critical and routine, keep your working hours,
+    and answer after-hours mail politely in the sender's language.
+
+    Start with `mailsort demo` (no account needed), then `mailsort init`,
+    `mailsort check-config --connect` and `mailsort sync --dry-run`.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(config_path, verbose)
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def init(ctx: Context, path: Path | None) -> None:
+    """Write a commented example config to PATH (default: the config path). Never overwrites."""
+    from .example_config import write_example
+
+    target = path or ctx.path
+    write_example(target)
+    click.echo(f"wrote {target}; edit it, then run: mailsort --config {target} check-config --connect")
+
+
+@cli.command("check-config")
+@click.option("--connect", is_flag=True, help="Also log in to every account and show the server's capabilities.")
+@pass_ctx
+def check_config(ctx: Context, connect: bool) -> int:
+    """Validate the config file; exit 2 with a one-line reason when something is wrong."""
+    config = ctx.config()
+    click.echo(f"{ctx.path}: ok ({len(config.accounts)} account(s), time zone {config.calendar.timezone})")
+    if connect:
+        from .imap import probe_account
+
+        failed = False
+        for account in config.accounts:
+            try:
+                info = probe_account(account)
+            except MailsortError as exc:
+                failed = True
+                click.echo(f"  {account.name}: FAILED: {exc}", err=True)
+                continue
+            click.echo(f"  {account.name}: logged in to {account.imap.host}; label mode {info['label_mode']}; "
+                       f"capabilities: {' '.join(info['capabilities'])}")
+        return 1 if failed else 0
+    return 0
+
+
+# ------------------------------------------------------------------------------------- calendar
+
+
+@cli.command()
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def hours(ctx: Context, now_text: str | None, as_json: bool) -> None:
+    """Are we open now? When is the next opening, and the next closing?"""
+    from .calendar import WorkCalendar
+
+    config = ctx.config()
+    calendar = WorkCalendar.from_config(config.calendar)
+    now = parse_now(now_text).astimezone(calendar.tz)
+    is_open = calendar.is_open(now)
+    opening = calendar.next_opening(now)
+    closing = calendar.next_closing(now)
+    if as_json:
+        emit_json({"open": is_open, "next_opening": opening.isoformat(), "next_closing": closing.isoformat(),
+                   "timezone": config.calendar.timezone, "now": now.isoformat()})
+        return
+    state = "open" if is_open else "closed"
+    absence = calendar.absence_at(now)
+    holiday = calendar.holiday_name(now.date())
+    reason = f" (absence: {absence.note or 'away'} until {absence.end})" if absence else (f" ({holiday})" if holiday else "")
+    click.echo(f"now:          {now:%a %Y-%m-%d %H:%M %Z} — {state}{reason}")
+    click.echo(f"next opening: {opening:%a %Y-%m-%d %H:%M %Z} ({opening.isoformat()})")
+    click.echo(f"next closing: {closing:%a %Y-%m-%d %H:%M %Z} ({closing.isoformat()})")
+
+
+# ------------------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: the one place where errors become messages and exit codes."""
+    try:
+        status = cli.main(args=argv, prog_name="mailsort", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except MailsortError as exc:
+        click.echo(f"mailsort: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
