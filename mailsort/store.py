@@ -1,0 +1,395 @@
+"""The state database (SQLite, WAL): sync state, handled messages, the outbox, reply history.
+
+It is the journal that makes a sync crash-safe: decisions are written (with `applied = 0`) before
+anything changes on the server, and marked applied after. Every write is one transaction. The schema
+carries a version; `MIGRATIONS` brings older files forward and a newer file is refused, not guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .errors import StateError
+
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "cancelled")
+
+MIGRATIONS: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE folder_state (
+        account TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL DEFAULT 0,
+        highestmodseq INTEGER,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account, folder)
+    );
+    CREATE TABLE messages (
+        account TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        sender_name TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL,
+        language TEXT NOT NULL,
+        label TEXT NOT NULL,
+        p_critical REAL NOT NULL,
+        client TEXT,
+        arrived_at TEXT,
+        handled_at TEXT NOT NULL,
+        open_at_arrival INTEGER NOT NULL,
+        decision TEXT NOT NULL,
+        applied INTEGER NOT NULL DEFAULT 0,
+        answered_at TEXT,
+        overdue_labelled INTEGER NOT NULL DEFAULT 0,
+        due_at TEXT,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+    );
+    CREATE INDEX messages_by_id ON messages (account, message_id);
+    CREATE INDEX messages_pending ON messages (account, applied);
+    CREATE INDEX messages_by_sender ON messages (account, sender);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        template TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        message_id TEXT NOT NULL UNIQUE,
+        in_reply_to TEXT NOT NULL DEFAULT '',
+        dedupe_key TEXT NOT NULL UNIQUE,
+        raw BLOB NOT NULL,
+        mode TEXT NOT NULL,
+        send_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        filed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox (account, state, send_at);
+    CREATE INDEX outbox_recipient ON outbox (account, recipient);
+    CREATE TABLE account_meta (
+        account TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (account, key)
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def iso(t: datetime) -> str:
+    """Times are stored as UTC ISO strings, so they sort and compare as text."""
+    return t.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True)
+class FolderState:
+    account: str
+    folder: str
+    uidvalidity: int
+    last_uid: int
+    highestmodseq: int | None
+
+
+@dataclass(frozen=True)
+class HandledMessage:
+    """One row of `messages`: what was decided for a message and whether it was applied."""
+
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str
+    sender: str
+    sender_name: str
+    subject: str
+    language: str
+    label: str
+    p_critical: float
+    client: str | None
+    arrived_at: datetime | None
+    handled_at: datetime
+    open_at_arrival: bool
+    decision: dict[str, Any]
+    applied: bool = False
+    answered_at: datetime | None = None
+    due_at: datetime | None = None
+    overdue_labelled: bool = False
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int | None
+    account: str
+    template: str
+    recipient: str
+    message_id: str
+    in_reply_to: str
+    dedupe_key: str
+    raw: bytes
+    mode: str
+    send_at: datetime
+    state: str = "queued"
+    attempts: int = 0
+    next_try_at: datetime | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    filed: bool = False
+
+
+class Store:
+    """A connection to the state database. Use as a context manager or call close()."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path) if str(path) != ":memory:" else path
+        try:
+            if isinstance(self.path, Path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {path}: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"state database {path}: {exc}") from None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: all or nothing, and one writer at a time."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(f"state database {self.path} has schema {version}, newer than this mailsort "
+                             f"({SCHEMA_VERSION}); upgrade mailsort")
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction() as db:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    # ------------------------------------------------------------------------------ folder state
+
+    def folder_state(self, account: str, folder: str) -> FolderState | None:
+        row = self.db.execute("SELECT * FROM folder_state WHERE account=? AND folder=?", (account, folder)).fetchone()
+        if row is None:
+            return None
+        return FolderState(row["account"], row["folder"], row["uidvalidity"], row["last_uid"], row["highestmodseq"])
+
+    def save_folder_state(self, state: FolderState, now: datetime) -> None:
+        with self.transaction() as db:
+            self._save_folder_state(db, state, now)
+
+    @staticmethod
+    def _save_folder_state(db: sqlite3.Connection, state: FolderState, now: datetime) -> None:
+        db.execute(
+            "INSERT INTO folder_state VALUES (?,?,?,?,?,?) ON CONFLICT(account, folder) DO UPDATE SET "
+            "uidvalidity=excluded.uidvalidity, last_uid=excluded.last_uid, highestmodseq=excluded.highestmodseq, "
+            "updated_at=excluded.updated_at",
+            (state.account, state.folder, state.uidvalidity, state.last_uid, state.highestmodseq, iso(now)),
+        )
+
+    # ------------------------------------------------------------------------------ messages
+
+    def record_decisions(self, rows: Sequence[HandledMessage], replies: Sequence[OutboxEntry] = ()) -> list[int]:
+        """Journal decisions (not yet applied) and queue their replies, in one transaction.
+        Returns the ids of replies actually queued (a reply already queued once is not queued again)."""
+        queued: list[int] = []
+        with self.transaction() as db:
+            for r in rows:
+                db.execute(
+                    "INSERT OR IGNORE INTO messages (account, folder, uidvalidity, uid, message_id, sender, sender_name, "
+                    "subject, language, label, p_critical, client, arrived_at, handled_at, open_at_arrival, decision, "
+                    "applied, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (r.account, r.folder, r.uidvalidity, r.uid, r.message_id, r.sender, r.sender_name, r.subject,
+                     r.language, r.label, r.p_critical, r.client, iso(r.arrived_at) if r.arrived_at else None,
+                     iso(r.handled_at), int(r.open_at_arrival), json.dumps(r.decision, ensure_ascii=False),
+                     int(r.applied), iso(r.due_at) if r.due_at else None),
+                )
+            for entry in replies:
+                entry_id = self._queue(db, entry)
+                if entry_id is not None:
+                    queued.append(entry_id)
+        return queued
+
+    def pending(self, account: str) -> list[HandledMessage]:
+        """Decisions journaled but not yet applied on the server (a crash happened in between)."""
+        rows = self.db.execute("SELECT * FROM messages WHERE account=? AND applied=0 ORDER BY folder, uid", (account,))
+        return [_handled(r) for r in rows]
+
+    def mark_applied(self, account: str, keys: Iterable[tuple[str, int, int]], state: FolderState | None = None,
+                     now: datetime | None = None) -> None:
+        """Mark (folder, uidvalidity, uid) rows applied and, in the same transaction, advance the folder state."""
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET applied=1 WHERE account=? AND folder=? AND uidvalidity=? AND uid=?",
+                           [(account, f, v, u) for f, v, u in keys])
+            if state is not None and now is not None:
+                self._save_folder_state(db, state, now)
+
+    def handled_message_ids(self, account: str) -> set[str]:
+        rows = self.db.execute("SELECT message_id FROM messages WHERE account=? AND message_id != ''", (account,))
+        return {r[0] for r in rows}
+
+    def sender_seen_before(self, account: str, sender: str, before: datetime) -> bool:
+        row = self.db.execute("SELECT 1 FROM messages WHERE account=? AND sender=? AND handled_at < ? LIMIT 1",
+                              (account, sender, iso(before))).fetchone()
+        return row is not None
+
+    def messages(self, account: str | None = None, since: datetime | None = None) -> list[HandledMessage]:
+        sql, args = "SELECT * FROM messages WHERE 1=1", []
+        if account:
+            sql += " AND account=?"
+            args.append(account)
+        if since:
+            sql += " AND COALESCE(arrived_at, handled_at) >= ?"
+            args.append(iso(since))
+        return [_handled(r) for r in self.db.execute(sql + " ORDER BY COALESCE(arrived_at, handled_at)", args)]
+
+    def set_answered(self, account: str, message_id: str, when: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET answered_at=? WHERE account=? AND message_id=? AND answered_at IS NULL",
+                       (iso(when), account, message_id))
+
+    def set_overdue_labelled(self, account: str, message_ids: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET overdue_labelled=1 WHERE account=? AND message_id=?",
+                           [(account, m) for m in message_ids])
+
+    # ------------------------------------------------------------------------------ outbox
+
+    def queue(self, entry: OutboxEntry) -> int | None:
+        with self.transaction() as db:
+            return self._queue(db, entry)
+
+    @staticmethod
+    def _queue(db: sqlite3.Connection, entry: OutboxEntry) -> int | None:
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO outbox (account, template, recipient, message_id, in_reply_to, dedupe_key, raw, mode, "
+            "send_at, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (entry.account, entry.template, entry.recipient.lower(), entry.message_id, entry.in_reply_to,
+             entry.dedupe_key, entry.raw, entry.mode, iso(entry.send_at), entry.state,
+             iso(entry.created_at or entry.send_at)),
+        )
+        return cursor.lastrowid if cursor.rowcount else None
+
+    def outbox(self, account: str | None = None, states: Sequence[str] = OUTBOX_STATES) -> list[OutboxEntry]:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM outbox WHERE state IN ({marks})"
+        args: list[Any] = list(states)
+        if account:
+            sql += " AND account=?"
+            args.append(account)
+        return [_entry(r) for r in self.db.execute(sql + " ORDER BY send_at, id", args)]
+
+    def due(self, account: str, now: datetime) -> list[OutboxEntry]:
+        """Queued replies whose time has come (and whose retry back-off has passed)."""
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE account=? AND state='queued' AND send_at <= ? "
+            "AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY send_at, id",
+            (account, iso(now), iso(now)),
+        )
+        return [_entry(r) for r in rows]
+
+    def entry(self, entry_id: int) -> OutboxEntry | None:
+        row = self.db.execute("SELECT * FROM outbox WHERE id=?", (entry_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def set_state(self, entry_id: int, state: str, *, now: datetime, error: str | None = None,
+                  next_try_at: datetime | None = None, count_attempt: bool = False) -> None:
+        assert state in OUTBOX_STATES
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state=?, last_error=COALESCE(?, last_error), next_try_at=?, "
+                "attempts=attempts+?, sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=?",
+                (state, error, iso(next_try_at) if next_try_at else None, int(count_attempt), state, iso(now), entry_id),
+            )
+
+    def set_filed(self, entry_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET filed=1 WHERE id=?", (entry_id,))
+
+    def cancel(self, entry_id: int) -> bool:
+        """Cancel a reply that has not gone out; False when there is no such queued reply."""
+        with self.transaction() as db:
+            cursor = db.execute("UPDATE outbox SET state='cancelled' WHERE id=? AND state IN ('queued', 'failed')",
+                                (entry_id,))
+            return cursor.rowcount == 1
+
+    def reply_history(self, account: str, recipient: str) -> list[tuple[str, datetime]]:
+        """(template, send time) of every reply to this address that was not cancelled or failed."""
+        rows = self.db.execute(
+            "SELECT template, send_at FROM outbox WHERE account=? AND recipient=? AND state IN ('queued','sending','sent')",
+            (account, recipient.lower()),
+        )
+        return [(r[0], from_iso(r[1])) for r in rows]  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------ account meta
+
+    def get_meta(self, account: str, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM account_meta WHERE account=? AND key=?", (account, key)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, account: str, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO account_meta VALUES (?,?,?) ON CONFLICT(account, key) DO UPDATE SET value=excluded.value",
+                       (account, key, value))
+
+
+def _handled(row: sqlite3.Row) -> HandledMessage:
+    return HandledMessage(
+        account=row["account"], folder=row["folder"], uidvalidity=row["uidvalidity"], uid=row["uid"],
+        message_id=row["message_id"], sender=row["sender"], sender_name=row["sender_name"], subject=row["subject"],
+        language=row["language"], label=row["label"], p_critical=row["p_critical"], client=row["client"],
+        arrived_at=from_iso(row["arrived_at"]), handled_at=from_iso(row["handled_at"]),  # type: ignore[arg-type]
+        open_at_arrival=bool(row["open_at_arrival"]), decision=json.loads(row["decision"]),
+        applied=bool(row["applied"]), answered_at=from_iso(row["answered_at"]), due_at=from_iso(row["due_at"]),
+        overdue_labelled=bool(row["overdue_labelled"]),
+    )
+
+
+def _entry(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"], account=row["account"], template=row["template"], recipient=row["recipient"],
+        message_id=row["message_id"], in_reply_to=row["in_reply_to"], dedupe_key=row["dedupe_key"], raw=row["raw"],
+        mode=row["mode"], send_at=from_iso(row["send_at"]), state=row["state"],  # type: ignore[arg-type]
+        attempts=row["attempts"], next_try_at=from_iso(row["next_try_at"]), last_error=row["last_error"],
+        created_at=from_iso(row["created_at"]), sent_at=from_iso(row["sent_at"]), filed=bool(row["filed"]),
+    )
