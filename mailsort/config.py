@@ -178,6 +178,12 @@ class _Table:
         self.data = data
         self.where = where
         self.used: set[str] = set()
+        for name in data:  # checked first: a secret in the file is the worst mistake to let pass
+            if name.lower() in _SECRET_KEYS:
+                raise ConfigError(
+                    f"{self.key(name)}: passwords must not be written in the config file; use "
+                    "password_env (an environment variable), password_command or password_keyring"
+                )
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -211,12 +217,6 @@ class _Table:
             yield _Table(item, f"{self.key(name)}[{i}]")
 
     def done(self) -> None:
-        for name in self.data:
-            if name.lower() in _SECRET_KEYS:
-                raise ConfigError(
-                    f"{self.key(name)}: passwords must not be written in the config file; use "
-                    "password_env (an environment variable), password_command or password_keyring"
-                )
         unknown = [k for k in self.data if k not in self.used]
         if unknown:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key")
