@@ -276,7 +276,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         seen.add(account.name)
 
     clients = tuple(_parse_client(t) for t in root.table_list("client"))
-    policy = root.get("policy", dict, {})
+    policy = _parse_policy(root.get("policy", dict, {}))
     classifier = root.table("classifier")
     model = classifier.get("model", str, None)
     classifier.done()
@@ -469,6 +469,13 @@ def _plugin_notifiers() -> list[str]:
     from importlib.metadata import entry_points
 
     return [ep.name for ep in entry_points(group="mailsort.notifiers")]
+
+
+def _parse_policy(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`[policy.<situation>]` overrides; the rules vocabulary lives with the rules in policy.py."""
+    from .policy import parse_rules  # imported here: policy imports this module
+
+    return parse_rules(data, "policy")
 
 
 def _parse_client(t: _Table) -> ClientConfig:

@@ -1,0 +1,148 @@
+"""The RFC 3834 guard: may we send an automatic reply to this message, and to whom?
+
+Pure: a function of the message, our own addresses, the reply history and `now`. Every refusal says
+why in a short sentence (shown by `mailsort explain` and journaled by sync), and says whether the
+refusal means "this is a machine" (`robot=True`: lists, bounces, no-reply senders, ourselves), which
+the policy uses to pick the robot rule (label only, never move), or only "not this time" (a recent
+reply, an unusable address).
+
+Who gets the reply (RFC 3834 section 4): the RFC recommends the envelope sender (Return-Path) and
+allows a personal responder to use the From or Reply-To fields. A freelancer's client expects the
+answer where a human reply would go, so we choose Reply-To, then From; the Return-Path is used only
+as a veto: a null Return-Path (`<>`) marks a bounce or another automatic message, and we never answer
+those. We do not require our address in To/Cc (RFC 3834 section 2 suggests it for vacation
+responders) because a freelancer's aliases and forwards are rarely all listed in the config; the
+list, bulk and robot checks below catch what that rule is meant to catch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Protocol
+
+from .message import Message
+
+BULK_PRECEDENCE = ("bulk", "list", "junk")
+LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post")
+# Microsoft's X-Auto-Response-Suppress values that ask us not to auto-reply.
+SUPPRESS_VALUES = ("all", "oof", "autoreply")
+BOUNCE_LOCALPARTS = ("mailer-daemon", "postmaster")
+# Local parts (after removing a +tag) of addresses nobody reads: no-reply senders and robots.
+_NO_REPLY = re.compile(
+    r"""^(
+        no[-_.]?reply | do[-_.]?not[-_.]?reply | noreply[-_.].* | .*[-_.]no[-_.]?reply
+      | bounces? | bounce[-_.+].* | .*[-_.]bounces?
+      | mailer[-_.]?daemon | postmaster | listserv | majordomo | .*-request | owner-.*
+      | notifications? | notify | alerts?[-_.]?noreply
+    )$""",
+    re.X | re.I,
+)
+_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
+
+
+class HistoryLike(Protocol):
+    """`policy.History` (kept as a protocol so this module does not import the policy)."""
+
+    replies: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The guard's answer. `to` is the reply address when one was found (even when refused)."""
+
+    allowed: bool
+    reason: str
+    to: str = ""
+    robot: bool = False
+
+
+def reply_address(message: Message) -> str:
+    """Where a reply would go: the first Reply-To address, else From ("" when neither is usable).
+
+    The sync engine asks the store for the reply history of this address before calling the guard."""
+    for address in (*message.reply_to, message.sender):
+        if address and _ADDRESS.match(address):
+            return address.lower()
+    return ""
+
+
+def may_auto_reply(message: Message, own_addresses: Iterable[str], history: HistoryLike | Iterable[tuple[str, datetime]],
+                   now: datetime, min_days: int) -> Guard:
+    """Decide whether an automatic reply is allowed, checking the cheapest, surest signs first.
+
+    `history` is the (template, send time) list of earlier automatic replies to the reply address
+    (or a `policy.History`); a reply queued for later counts as already given."""
+    to = reply_address(message)
+    robot = _robot_reason(message)
+    if robot:
+        return Guard(False, robot, to, robot=True)
+
+    own = {_canonical(a) for a in own_addresses if a}
+    for candidate in {message.sender, to, message.return_path or ""} - {""}:
+        if _canonical(candidate) in own:
+            return Guard(False, f"sent by one of our own addresses ({candidate})", to, robot=True)
+    loop = (message.header("x-loop") or "").lower()
+    if loop and any(a in loop for a in own):
+        return Guard(False, "X-Loop names one of our addresses: a mail loop", to, robot=True)
+
+    for candidate in {message.sender, to} - {""}:
+        if _NO_REPLY.match(_local(candidate)):
+            return Guard(False, f"no-reply style address ({candidate}): nobody reads replies there", to, robot=True)
+    if not to:
+        return Guard(False, "no usable address to reply to (no valid Reply-To or From)", "")
+
+    replies = history.replies if hasattr(history, "replies") else tuple(history)  # type: ignore[union-attr]
+    if min_days > 0:
+        since = now - timedelta(days=min_days)
+        recent = sorted(t for _, t in replies if t is not None and t > since)
+        if recent:
+            return Guard(False, f"{to} already got an automatic reply at {recent[-1].isoformat()} "
+                                f"(at most one per {min_days} days)", to)
+    return Guard(True, f"ok: a person's message; the reply goes to {to}", to)
+
+
+def _robot_reason(message: Message) -> str:
+    """Why the message comes from a machine (RFC 3834 section 2 and common practice), or ""."""
+    auto = (message.header("auto-submitted") or "").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto} (automatic messages are never answered)"
+    precedence = (message.header("precedence") or "").strip().lower()
+    if precedence in BULK_PRECEDENCE:
+        return f"Precedence: {precedence} (bulk or list mail)"
+    for name in LIST_HEADERS:
+        if message.header(name):
+            return f"mailing list ({_title(name)} header)"
+    suppress = {v.strip().lower() for v in (message.header("x-auto-response-suppress") or "").split(",")}
+    hit = suppress & set(SUPPRESS_VALUES)
+    if hit:
+        return f"X-Auto-Response-Suppress: {sorted(hit)[0]} (the sender asks for no automatic replies)"
+    for name in ("x-autoreply", "x-autorespond"):
+        if message.header(name):
+            return f"{_title(name)} header: the message is itself an automatic reply"
+    if message.header("x-campaign"):
+        return "X-Campaign header: a marketing campaign"
+    if message.content_type == "multipart/report":
+        return "delivery or disposition report (multipart/report): a bounce"
+    if message.return_path == "":
+        return "null Return-Path <>: a bounce or another automatic message"
+    for address in (message.sender, message.return_path or ""):
+        if _local(address) in BOUNCE_LOCALPARTS:
+            return f"sent by {address}: a bounce"
+    return ""
+
+
+def _local(address: str) -> str:
+    return address.rpartition("@")[0].split("+", 1)[0].lower() if "@" in address else address.lower()
+
+
+def _canonical(address: str) -> str:
+    """Lower-cased, without a +tag: me+shop@example.org is still me@example.org."""
+    address = address.strip().lower()
+    local, _, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if local else address
+
+
+def _title(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
