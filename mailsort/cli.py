@@ -162,6 +162,55 @@ def hours(ctx: Context, now_text: str | None, as_json: bool) -> None:
     click.echo(f"next closing: {closing:%a %Y-%m-%d %H:%M %Z} ({closing.isoformat()})")
 
 
+# ------------------------------------------------------------------------------------- demo and run
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Keep the demo's config, state database and sent mail in DIR (new or empty) instead of "
+              "removing them, e.g. for `mailsort --config DIR/config.toml queue list`.")
+def demo(keep: Path | None) -> int:
+    """The whole pipeline on an embedded IMAP server and SMTP sink with sample mail (no account needed).
+
+    Starts an in-memory IMAP server and an SMTP sink on 127.0.0.1, delivers twenty client messages in
+    four languages over a Friday, a weekend, a Monday and a public holiday (Europe/Rome, Mon-Fri
+    09:00-13:00 and 14:00-18:00), runs the real `sync` pass at each moment, and prints what happened
+    to every message and the replies that were sent. Leaves nothing behind unless --keep is given.
+    Needs the demo extra: pip install 'mailsort[demo]'.
+    """
+    from .demo import main as demo_main
+
+    return demo_main(keep, echo=click.echo)
+
+
+@cli.command()
+@click.option("--account", "account_names", multiple=True, metavar="NAME",
+              help="Only this account (repeatable). Default: every account in the config.")
+@click.option("--interval", type=click.FloatRange(min=1.0), default=300.0, show_default=True, metavar="SECONDS",
+              help="Run a pass at least this often, also when IDLE reports nothing.")
+@click.option("--no-idle", is_flag=True, help="Do not hold IDLE connections; rely on the periodic pass only.")
+@pass_ctx
+def run(ctx: Context, account_names: tuple[str, ...], interval: float, no_idle: bool) -> int:
+    """Stay connected: sort new mail as it arrives (IMAP IDLE), pass again at every opening of your
+    calendar and whenever a queued reply is due, and at least every --interval seconds.
+
+    Each account has its own connection and never stops another. A dropped connection is re-opened with
+    back-off. SIGTERM or Ctrl-C stop cleanly: the running pass finishes, IDLE is left with DONE, the
+    connections log out, exit status 0. Log lines go to stderr (one per pass).
+    """
+    from .daemon import Daemon, install_signal_handlers
+
+    config = ctx.config()
+    accounts = [config.account(name) for name in account_names] if account_names else list(config.accounts)
+    if not accounts:
+        raise ConfigError(f"{ctx.path}: no [[account]] to watch")
+    if ctx.verbose == 0:
+        logging.getLogger("mailsort.daemon").setLevel(logging.INFO)
+    daemon = Daemon(config, accounts, interval=interval, idle=not no_idle)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
 # ------------------------------------------------------------------------------------- entry point
 
 
