@@ -123,7 +123,7 @@ class Daemon:
                  classifier_factory: Callable[[], Any] | None = None,
                  session_factory: Callable[[AccountConfig], Any] | None = None,
                  store_factory: Callable[[], Any] | None = None, clock: Callable[[], datetime] = utcnow,
-                 idle: bool = True, poll_seconds: float = POLL_SECONDS,
+                 idle: bool = True, poll_seconds: float = POLL_SECONDS, backoff_base: float = BACKOFF_BASE,
                  on_pass: Callable[[AccountConfig, Any], None] | None = None):
         self.config = config
         self.accounts = tuple(accounts if accounts is not None else config.accounts)
@@ -132,6 +132,7 @@ class Daemon:
         self.clock = clock
         self.idle = idle
         self.poll_seconds = poll_seconds
+        self.backoff_base = backoff_base
         self.on_pass = on_pass
         self._sync = sync
         self._classifier_factory = classifier_factory or _shared_classifier(config)
@@ -144,6 +145,9 @@ class Daemon:
     # ---------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        # Open the state database once before the threads do: it is created (or migrated) here, not by
+        # several threads at the same time. Raises StateError at once when it is unusable.
+        self._store_factory().close()
         for account in self.accounts:
             trigger = threading.Event()
             self.triggers[account.name] = trigger
@@ -191,11 +195,18 @@ class Daemon:
         return 0
 
     def _guard(self, target: Callable[..., None], *args: Any) -> None:
-        """A thread's last line of defence: log, never take the process (or another account) down."""
-        try:
-            target(*args)
-        except BaseException:  # noqa: BLE001 - a thread must not die silently
-            log.exception("%s crashed", threading.current_thread().name)
+        """A thread's last line of defence: log, back off, start over; never take the process (or
+        another account) down. A target that returns normally is done."""
+        crashes = 0
+        while not self.stopping.is_set():
+            try:
+                target(*args)
+                return
+            except Exception:  # noqa: BLE001 - a thread must not die silently
+                crashes += 1
+                delay = backoff_delay(crashes, self.backoff_base)
+                log.exception("%s crashed; starting it again in %.0fs", threading.current_thread().name, delay)
+                self.stopping.wait(delay)
 
     # ---------------------------------------------------------------------------- syncer
 
@@ -217,7 +228,7 @@ class Daemon:
                     wake = next_wake(after, self.calendar, self._next_send(store, account), self.interval)
                     due, why = wake.at, wake.reason
                     if failures:
-                        retry = after + timedelta(seconds=backoff_delay(failures))
+                        retry = after + timedelta(seconds=backoff_delay(failures, self.backoff_base))
                         if retry < due:
                             due, why = retry, f"retry after failure {failures}"
                     log.debug("%s: next pass at %s (%s)", account.name, due.isoformat(timespec="seconds"), why)
@@ -289,7 +300,7 @@ class Daemon:
                 if self.stopping.is_set():
                     break
                 failures += 1
-                delay = backoff_delay(failures)
+                delay = backoff_delay(failures, self.backoff_base)
                 log.warning("%s: IDLE on %s lost (%s); reconnecting in %.0fs", account.name, folder, exc, delay)
                 self.stopping.wait(delay)
             finally:

@@ -563,7 +563,7 @@ def render_moment(entry: MomentLog) -> str:
         return f"{head} {new}; sync FAILED: {entry.error}"
     r = entry.report
     parts = [f"fetched {_count(r, 'fetched')}"]
-    for name in ("critical", "routine", "moved", "labelled", "queued", "sent", "skipped"):
+    for name in ("critical", "routine", "moved", "labelled", "queued", "sent", "returned", "skipped"):
         n = _count(r, name)
         if n:
             parts.append(f"{name} {n}")
@@ -660,14 +660,23 @@ def _last_placement(result: DemoResult, mid: str) -> Placement | None:
 
 
 def _main_folder(placement: Placement, labels: Any) -> str:
-    """The folder a person would say the message is in (label folders of folder mode are extra)."""
+    """The folder a person would say the message is in: the copies that label mode `folder` makes in
+    the Critical / Routine folders are not where the message *is* (see `label_copies`)."""
     label_folders = {labels.critical, labels.routine}
     main = [f for f in placement.folders if f not in label_folders]
-    extra = [f for f in placement.folders if f in label_folders]
-    text = "+".join(main) if main else "+".join(extra)
-    if main and extra:
-        text += f" [{'+'.join(extra)}]"
-    return text
+    return "+".join(main or placement.folders)
+
+
+def label_copies(result: DemoResult) -> dict[str, int]:
+    """Label folder -> how many sample messages have a copy there at the end (label mode `folder`)."""
+    counts: dict[str, int] = {}
+    ids = {s.message_id for s in result.samples}
+    for mid in ids:
+        last = _last_placement(result, mid)
+        for folder in (last.folders if last else ()):
+            if folder in (result.labels.critical, result.labels.routine):
+                counts[folder] = counts.get(folder, 0) + 1
+    return counts
 
 
 def _history(result: DemoResult, mid: str) -> str:
@@ -691,7 +700,7 @@ def _short(text: str, width: int) -> str:
 
 
 def render_table(rows: Sequence[Row]) -> list[str]:
-    header = (f"{'#':>2}  {'arrived':<12} {'from':<18} {'subject':<30} {'lang':<4} {'label':<8} {'p_crit':>6}  "
+    header = (f"{'#':>2}  {'arrived':<12} {'from':<18} {'subject':<30} {'lang':<4} {'label':<9} {'p_crit':>6}  "
               f"{'where (and when it moved)':<34} reply")
     lines = [header, "─" * len(header)]
     for r in rows:
@@ -701,7 +710,7 @@ def render_table(rows: Sequence[Row]) -> list[str]:
             label += "⚑"
         reply = r.reply + ("; owner notified" if r.notified else "")
         lines.append(f"{r.sample.number:>2}  {when(r.sample.arrive):<12} {_short(r.sample.name, 18):<18} "
-                     f"{_short(r.sample.subject, 30):<30} {r.language:<4} {label:<8} {p:>6}  "
+                     f"{_short(r.sample.subject, 30):<30} {r.language:<4} {label:<9} {p:>6}  "
                      f"{_short(r.where, 34):<34} {reply}")
     return lines
 
@@ -762,7 +771,18 @@ def summary(result: DemoResult, rows: Sequence[Row]) -> str:
 
 def render_result(result: DemoResult) -> list[str]:
     rows = build_rows(result)
-    lines = ["", *render_table(rows), ""]
+    lines = ["", *render_table(rows)]
+    copies = label_copies(result)
+    if copies:
+        lines.append("⚑ = \\Flagged.  The server keeps no custom keywords, so label mode `auto` chose folders: "
+                     + ", ".join(f"{n} cop{'y' if n == 1 else 'ies'} in {folder}/" for folder, n in sorted(copies.items())))
+    else:
+        lines.append("⚑ = \\Flagged.  Labels are IMAP keywords on the messages.")
+    notes = [m for m in result.sink if not m.parsed().get("In-Reply-To")]
+    for m in notes:
+        lines.append(f"owner notified ({', '.join(m.rcpt_tos)}) during the {when(m.moment)} pass: "
+                     f"{_short(str(m.parsed().get('Subject') or ''), 90)}")
+    lines.append("")
     for lang, msg in reply_texts(result):
         lines.extend(render_reply(lang, msg))
         lines.append("")
