@@ -1,0 +1,103 @@
+"""Text cleaning: the model must read what the sender wrote now, not the thread or the footer."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsort.classify.text import (
+    MAX_BODY_CHARS,
+    clean_body,
+    clean_subject,
+    document,
+    normalise,
+    strip_accents,
+)
+
+QUOTED = [
+    # (language, body, what must stay, what must go)
+    ("en", "Thanks, all fine now.\n\nOn Mon, 3 Jun 2024 at 10:15, Ann Lee <ann@example.com> wrote:\n"
+     "> The site is down!!\n> Error 500", "thanks, all fine now.", "site is down"),
+    ("en", "ok thanks\n\n> the site is down\n> help", "ok thanks", "site is down"),
+    ("en", "See below.\n\n-----Original Message-----\nFrom: Bob\nSent: Monday\nSubject: outage\n"
+     "Our mail server is down", "see below.", "server is down"),
+    ("it", "Grazie mille, ora funziona.\n\nIl giorno lun 3 giu 2024 alle ore 10:15 Luca Bianchi "
+     "<luca@example.it> ha scritto:\n> il sito è giù", "grazie mille, ora funziona.", "giù"),
+    ("it", "Va bene così.\n\nDa: Mario Rossi <mario@example.it>\nInviato: lunedì 3 giugno 2024\n"
+     "A: supporto@example.it\nOggetto: sito bloccato\n\nil sito è bloccato", "va bene così.",
+     "bloccato"),
+    ("es", "Perfecto, gracias.\n\nEl lun, 3 jun 2024 a las 10:15, Ana Ruiz (<ana@example.es>) "
+     "escribió:\n> la web está caída", "perfecto, gracias.", "caída"),
+    ("es", "Vale.\n\nDe: Pedro <pedro@example.es>\nEnviado el: lunes\nPara: soporte\nAsunto: caída\n"
+     "la tienda no funciona", "vale.", "tienda"),
+    ("ru", "Спасибо, всё работает.\n\n3 июня 2024 г., в 10:15, Иван Петров <ivan@example.ru>:\n"
+     "> сайт не открывается", "спасибо, всё работает.", "не открывается"),
+    ("ru", "Понял, спасибо.\n\nОт: Иван <ivan@example.ru>\nОтправлено: 3 июня\nКому: поддержка\n"
+     "Тема: авария\nсайт лежит", "понял, спасибо.", "лежит"),
+]
+
+SIGNATURES = [
+    ("en", "Can you fix the typo?\n\nSent from my iPhone", "typo", "iphone"),
+    ("en", "Small change please.\n-- \nAnn Lee\nAcme Ltd\n+44 20 1234 5678", "small change", "acme"),
+    ("it", "cambia il numero per favore\n\nInviato da iPhone", "numero", "iphone"),
+    ("it", "ciao, tutto ok\n\nInviato dal mio Galaxy", "tutto ok", "galaxy"),
+    ("es", "cambia la foto\n\nEnviado desde mi iPhone", "foto", "iphone"),
+    ("ru", "поменяйте фото\n\nОтправлено с iPhone", "фото", "iphone"),
+    ("ru", "поменяйте фото\n\nОтправлено из мобильной Почты Mail.ru", "фото", "mail.ru"),
+]
+
+
+@pytest.mark.parametrize(("lang", "body", "keep", "drop"), QUOTED, ids=[f"{q[0]}-{i}" for i, q in enumerate(QUOTED)])
+def test_quoted_history_is_stripped(lang: str, body: str, keep: str, drop: str) -> None:
+    cleaned = clean_body(body).lower()
+    assert keep in cleaned
+    assert drop not in cleaned
+
+
+@pytest.mark.parametrize(("lang", "body", "keep", "drop"), SIGNATURES, ids=[f"{s[0]}-{i}" for i, s in enumerate(SIGNATURES)])
+def test_signatures_are_stripped(lang: str, body: str, keep: str, drop: str) -> None:
+    cleaned = clean_body(body).lower()
+    assert keep in cleaned
+    assert drop not in cleaned
+
+
+def test_bare_forward_keeps_the_forwarded_text() -> None:
+    body = ("---------- Forwarded message ---------\nFrom: Google <no-reply@google.com>\n"
+            "Date: Mon\nSubject: Security alert\nTo: shop@example.com\n\n"
+            "Your site may be hacked")
+    assert "may be hacked" in clean_body(body).lower()
+    assert "google.com" not in clean_body(body)
+
+
+def test_text_without_quotes_is_kept_whole() -> None:
+    body = "Line one.\nFrom the shop we see errors.\nDa quando? da ieri."
+    assert clean_body(body) == body
+
+
+def test_normalise_masks_and_folds() -> None:
+    text = normalise("ＨＥＬＬＯ  Visit https://shop.example.com/x?y=1 or mail ann@example.com, "
+                     "call 555-1234, error 503!")
+    assert "hello" in text  # NFKC folds full-width letters, lowercased
+    assert "_url_" in text and "example.com/x" not in text
+    assert "_email_" in text and "ann@" not in text
+    assert "555" not in text and " 0" in text
+    assert "503" in text  # HTTP status codes are signal, kept
+    assert "  " not in text
+
+
+def test_strip_accents_across_scripts() -> None:
+    assert strip_accents("perché così Ñandú") == "perche cosi Nandu"
+    assert strip_accents("ошибка йод ёж") == "ошибка иод еж"
+
+
+def test_subject_prefixes_removed() -> None:
+    for s in ("Re: sito giù", "RE: RE: sito giù", "Fwd: sito giù", "R: sito giù", "Rif: sito giù",
+              "Отв: sito giù", "AW: sito giù", "RV: sito giù"):
+        assert clean_subject(s) == "sito giù"
+
+
+def test_document_uses_subject_and_bounds_length() -> None:
+    doc = document("SITE DOWN", "")
+    assert doc == "site down"
+    long = document("x", "word " * 5000)
+    assert len(long) <= MAX_BODY_CHARS + 10
+    assert document("", "Hello") == "hello"
