@@ -211,6 +211,185 @@ def run(ctx: Context, account_names: tuple[str, ...], interval: float, no_idle: 
     return daemon.run()
 
 
+# ------------------------------------------------------------------------------------- client workflows
+
+
+def _handled_messages(config: Config, account: str | None, since: datetime | None = None) -> list:
+    """The handled messages from the state database; none (and no new file) before the first sync."""
+    from .store import Store
+
+    if account is not None:
+        config.account(account)
+    if not config.state_path.exists():
+        log.warning("no state database at %s yet: run `mailsort sync` first", config.state_path)
+        return []
+    with Store(config.state_path) as store:
+        return store.messages(account, since)
+
+
+@cli.command("due")
+@click.option("--account", metavar="NAME", help="Only this account. Default: all of them.")
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def due_command(ctx: Context, account: str | None, now_text: str | None, as_json: bool) -> None:
+    """Client mail waiting for an answer: overdue, due today, critical still open.
+
+    Each client message is due replies.reply_within_hours working hours after it arrived (only open
+    time counts). It counts as answered once a reply naming it (In-Reply-To or References) is in the
+    Sent folder, as seen by the last sync. "Due today" runs to the end of today's working time (after
+    hours: of the next working day). This is the digest the owner gets at each opening. --json prints
+    {"now", "due_today_until", "overdue": [...], "due_today": [...], "critical_open": [...]}, each item
+    {"account", "message_id", "sender", "subject", "label", "client", "arrived_at", "due_at", ...}.
+    """
+    from .calendar import WorkCalendar
+    from .deadlines import classify_due, digest_text, report_json
+
+    config = ctx.config()
+    calendar = WorkCalendar.from_config(config.calendar)
+    now = parse_now(now_text)
+    messages = _handled_messages(config, account)
+    report = classify_due(messages, now, calendar, hours=config.replies.reply_within_hours)
+    if as_json:
+        emit_json(report_json(report, calendar.tz))
+        return
+    _, body = digest_text(report, now, calendar.tz)
+    click.echo(body, nl=False)
+
+
+def _absence_lines(absences: tuple) -> list[str]:
+    from .config_edit import describe
+
+    if not absences:
+        return ["absences: none"]
+    return ["absences:"] + [f"  {describe(a)}" for a in absences]
+
+
+def _apply_config_edit(ctx: Context, old: str, edit: Any, dry_run: bool) -> None:
+    """Check the edited config loads, then show the diff (--dry-run) or write it in place atomically."""
+    import os
+    import tomllib
+
+    from .config import parse_config
+    from .config_edit import diff
+
+    path = ctx.path
+    try:
+        parse_config(tomllib.loads(edit.text), path)
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not changed, the edited config would not load: {exc}") from None
+    if dry_run:
+        click.echo(diff(old, edit.text, str(path)) or "(no change)", nl=False)
+        click.echo(f"\ndry run: {edit.message}; {path} not changed")
+    elif edit.text != old:
+        target = path.resolve()
+        temporary = target.with_name(f".{target.name}.mailsort-tmp")
+        try:
+            temporary.write_text(edit.text, encoding="utf-8")
+            os.chmod(temporary, target.stat().st_mode & 0o7777)
+            os.replace(temporary, target)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise UsageError(f"cannot write {path}: {exc}") from None
+        click.echo(f"{edit.message}; {path} updated")
+    else:
+        click.echo(edit.message)
+    for line in _absence_lines(edit.absences):
+        click.echo(line)
+
+
+def _config_text(ctx: Context) -> str:
+    try:
+        return ctx.path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{ctx.path}: no config file here (create one with `mailsort init {ctx.path}`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{ctx.path}: cannot read the config file ({exc})") from None
+
+
+@cli.command("away")
+@click.argument("start", metavar="START")
+@click.argument("end", metavar="END")
+@click.option("--note", default="", metavar="TEXT", help="Why, for you (e.g. \"holidays\"); the absence reply may show it.")
+@click.option("--dry-run", is_flag=True, help="Show the change to the config file; do not write it.")
+@pass_ctx
+def away_command(ctx: Context, start: str, end: str, note: str, dry_run: bool) -> None:
+    """Add an absence from START to END (dates YYYY-MM-DD, both included) to the config's
+    [[calendar.absence]] list, keeping the file's comments and layout.
+
+    While away, client mail gets the absence reply with your return date. An absence that overlaps
+    one already in the file is refused. Prints the resulting list of absences.
+    """
+    from .config_edit import add_absence, parse_date
+
+    old = _config_text(ctx)
+    edit = add_absence(old, parse_date(start, "START"), parse_date(end, "END"), note.strip())
+    _apply_config_edit(ctx, old, edit, dry_run)
+
+
+@cli.command("back")
+@click.option("--today", "today_text", metavar="DATE", help="Pretend today is DATE (YYYY-MM-DD).")
+@NOW_OPTION
+@click.option("--dry-run", is_flag=True, help="Show the change to the config file; do not write it.")
+@pass_ctx
+def back_command(ctx: Context, today_text: str | None, now_text: str | None, dry_run: bool) -> None:
+    """Back early: the absence that covers today now ends yesterday (or is removed if it starts
+    today). Says what it did and prints the resulting list of absences; with no absence covering
+    today nothing changes. "Today" is in the calendar's time zone.
+    """
+    from .config_edit import end_absence, parse_date
+
+    if today_text and now_text:
+        raise UsageError("give --today or --now, not both")
+    old = _config_text(ctx)
+    if today_text:
+        today = parse_date(today_text, "--today")
+    else:
+        from zoneinfo import ZoneInfo
+
+        today = parse_now(now_text).astimezone(ZoneInfo(ctx.config().calendar.timezone)).date()
+    _apply_config_edit(ctx, old, end_absence(old, today), dry_run)
+
+
+@cli.command("report")
+@click.option("--since", "since_text", metavar="DATE", help="Only mail that arrived on or after DATE (YYYY-MM-DD).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("mailsort-report"),
+              show_default=True, metavar="DIR", help="Write index.html and the PNG charts here.")
+@click.option("--account", metavar="NAME", help="Only this account. Default: all of them.")
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def report_command(ctx: Context, since_text: str | None, out_dir: Path, account: str | None, now_text: str | None,
+           as_json: bool) -> None:
+    """The after-hours report, from the state database: DIR/index.html with PNG charts.
+
+    A weekday x hour heatmap of client mail (in the calendar's zone), the share that arrived after
+    hours, critical versus routine per week, the median time to your first reply (from arrival to
+    your first reply in the Sent folder; automatic replies do not count), and missed reply
+    deadlines. Needs matplotlib: pip install 'mailsort[report]'. --json also prints the figures.
+    """
+    from datetime import time as dtime
+
+    from .calendar import WorkCalendar
+    from .config_edit import parse_date
+    from .report import compute_report, format_hours, format_share, render_report
+
+    config = ctx.config()
+    calendar = WorkCalendar.from_config(config.calendar)
+    now = parse_now(now_text)
+    since = parse_date(since_text, "--since") if since_text else None
+    since_at = datetime.combine(since, dtime(0), tzinfo=calendar.tz) if since else None
+    messages = _handled_messages(config, account, since_at)
+    data = compute_report(messages, calendar, now, hours=config.replies.reply_within_hours, since=since)
+    index = render_report(data, out_dir)
+    if as_json:
+        emit_json({**data.to_json(), "index": str(index)})
+        return
+    click.echo(f"{data.total} client messages, {data.after_hours} after hours ({format_share(data.after_hours_share)}); "
+               f"median time to first reply {format_hours(data.median_reply_hours)}; overdue now {data.overdue_now}")
+    click.echo(f"wrote {index}")
+
+
 # ------------------------------------------------------------------------------------- entry point
 
 

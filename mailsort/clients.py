@@ -1,0 +1,58 @@
+"""Who is this mail from? Matching a sender to a `[[client]]` entry, and the client's label.
+
+Pure: functions of the address and the configured clients. An exact address beats any domain, and a
+more specific domain beats a broader one (``shop.acme.example`` before ``acme.example``), so a client
+with its own subdomain is not swallowed by the parent company's entry, whatever the order in the file.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Sequence
+
+from .config import ClientConfig, LabelsConfig
+
+# Characters a label / folder name may not carry (config._name refuses the same in label names); "/"
+# inside a client's name would open a sub-folder under folder-mode labels, so it becomes "-".
+_UNUSABLE = str.maketrans({"\r": " ", "\n": " ", "\t": " ", '"': "", "(": "", ")": "", "/": "-", "\\": "-",
+                           "*": "", "%": ""})
+
+
+def normalize_address(address: str) -> str:
+    """'Ana <ANA@Acme.Example>' or 'ana@acme.example' -> 'ana@acme.example' ('' when there is none)."""
+    _, parsed = email.utils.parseaddr(address or "")
+    return (parsed or "").strip().lower()
+
+
+def match_client(address: str, clients: Sequence[ClientConfig]) -> ClientConfig | None:
+    """The client an address belongs to: exact address first, then the most specific matching domain
+    (the domain itself or any subdomain of it); None for a stranger."""
+    address = normalize_address(address)
+    if "@" not in address:
+        return None
+    for client in clients:
+        if address in client.addresses:
+            return client
+    domain = address.rpartition("@")[2]
+    best: tuple[int, ClientConfig] | None = None
+    for client in clients:
+        for candidate in client.domains:
+            if domain == candidate or domain.endswith("." + candidate):
+                if best is None or len(candidate) > best[0]:
+                    best = (len(candidate), client)
+    return best[1] if best else None
+
+
+def match_any(addresses: Sequence[str], clients: Sequence[ClientConfig]) -> ClientConfig | None:
+    """The client for the first of several addresses (From, then Reply-To) that matches one."""
+    for address in addresses:
+        client = match_client(address, clients)
+        if client is not None:
+            return client
+    return None
+
+
+def client_label(client: ClientConfig, labels_config: LabelsConfig) -> str:
+    """'Client/Acme': the configured prefix + the client's name, made safe as a label or folder name."""
+    name = " ".join(client.name.translate(_UNUSABLE).split()) or "unnamed"
+    return f"{labels_config.client_prefix}{name}"

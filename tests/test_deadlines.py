@@ -1,0 +1,162 @@
+"""Reply deadlines: working-hours arithmetic, overdue / due today / critical open, answers, the digest."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from mailsort.cli import main
+from mailsort.deadlines import (answered_ids, classify_due, day_cutoff, digest_due, digest_text, due_at,
+                                first_answers, message_ids, newly_answered, newly_overdue, overdue_to_clear)
+from mailsort.store import Store
+
+from workflow_support import MADRID, at, calendar, row
+
+
+def test_friday_1700_is_due_wednesday_1530():
+    assert due_at(at("2026-11-27 17:00"), calendar(), 24) == at("2026-12-02 15:30")  # Fri -> Wed
+
+
+def test_mail_from_a_closed_time_starts_counting_at_the_opening():
+    assert due_at(at("2026-11-28 11:00"), calendar(), 8) == at("2026-11-30 17:00")  # Saturday -> Monday
+    assert due_at(at("2026-11-27 20:00"), calendar(), 1) == at("2026-11-30 10:00")
+
+
+def test_absence_days_do_not_count():
+    from datetime import date
+
+    from mailsort.config import Absence
+
+    away = calendar((Absence(date(2026, 11, 30), date(2026, 12, 1)),))
+    assert due_at(at("2026-11-27 17:00"), away, 24) == at("2026-12-04 15:30")
+
+
+@pytest.mark.parametrize(("now", "overdue"), [("2026-12-02 15:29", False), ("2026-12-02 15:30", False),
+                                              ("2026-12-02 15:31", True)])
+def test_overdue_just_after_the_deadline_and_not_before(now, overdue):
+    message = row("2026-11-27 17:00")
+    report = classify_due([message], at(now), calendar(), hours=24)
+    assert (message in [i.message for i in report.overdue]) is overdue
+    if not overdue:
+        assert [i.message for i in report.due_today] == [message]
+        assert report.due_today[0].due_at == at("2026-12-02 15:30")
+
+
+def test_stored_deadline_is_used():
+    message = row("2026-11-27 17:00", due="2026-11-30 10:00")
+    assert classify_due([message], at("2026-11-30 10:01"), calendar()).overdue[0].message is message
+    # without a stored deadline and without hours there is no deadline
+    assert classify_due([row("2026-11-27 17:00")], at("2026-12-09 10:00"), calendar()).empty
+
+
+def test_answered_clears_it():
+    answered = row("2026-11-27 17:00", answered="2026-12-01 10:00")
+    now = at("2026-12-03 10:00")
+    assert classify_due([answered], now, calendar(), hours=24).empty
+    # looking at a moment before the answer, it was still open (and overdue after its deadline)
+    assert classify_due([answered], at("2026-11-30 12:00"), calendar(), hours=24).critical_open == ()
+    late = row("2026-11-27 17:00", answered="2026-12-03 09:30", overdue_labelled=True)
+    assert len(classify_due([late], at("2026-12-03 09:00"), calendar(), hours=24).overdue) == 1
+    assert classify_due([late], at("2026-12-03 10:00"), calendar(), hours=24).empty
+    assert overdue_to_clear([late], at("2026-12-03 10:00")) == (late,)
+    assert overdue_to_clear([late], at("2026-12-03 09:00")) == ()
+
+
+def test_due_today_critical_open_and_exclusions():
+    now = at("2026-12-01 09:00")  # Tuesday opening; today's work ends 17:30
+    overdue = row("2026-11-26 09:00", label="critical")  # due Fri 15:30 -> overdue
+    today = row("2026-11-27 17:00", due="2026-12-01 17:30")  # due exactly at the end of today
+    tomorrow = row("2026-11-30 12:00")  # due Tue 12:00 + ... = Wed: not today, routine: not listed
+    critical_later = row("2026-12-01 08:00", label="critical")  # due Wed 17:30 -> critical open
+    robot = row("2026-11-20 10:00", situation="routine_robot")
+    aside = row("2026-11-20 10:00", label="set-aside")
+    backlog = row("2026-10-01 10:00", handled="2026-11-30 09:00")  # first sync of an old mailbox
+    future = row("2026-12-01 10:00")  # arrived after `now`
+    report = classify_due([future, critical_later, tomorrow, today, overdue, robot, aside, backlog], now, calendar(),
+                          hours=24)
+    assert report.cutoff == at("2026-12-01 17:30")
+    assert [i.message for i in report.overdue] == [overdue]
+    assert [i.message for i in report.due_today] == [today]
+    assert [i.message for i in report.critical_open] == [critical_later]
+    assert newly_overdue(report) == (overdue,)
+
+
+def test_day_cutoff_after_hours_is_the_next_working_day():
+    cal = calendar()
+    assert day_cutoff(at("2026-12-01 12:00"), cal) == at("2026-12-01 17:30")
+    assert day_cutoff(at("2026-12-01 18:00"), cal) == at("2026-12-02 17:30")
+    assert day_cutoff(at("2026-11-28 12:00"), cal) == at("2026-11-30 17:30")  # Saturday -> Monday
+
+
+def test_answered_ids_from_sent_headers():
+    sent = [
+        ("<a@acme.example>", "<x@acme.example> <y@acme.example>"),
+        ("", ["<b@acme.example>"]),
+        ("c@acme.example", ""),  # bare id without brackets
+        ("<auto@acme.example>", "", "auto-replied"),  # our own automatic reply: not an answer
+        ("<human@acme.example>", "", "no"),
+        (None, None),
+    ]
+    assert answered_ids(sent) == {"<a@acme.example>", "<x@acme.example>", "<y@acme.example>", "<b@acme.example>",
+                                  "<c@acme.example>", "<human@acme.example>"}
+    assert message_ids("garbage with spaces") == []
+
+
+def test_first_answers_keep_the_earliest_and_newly_answered():
+    first = first_answers([
+        ("<a@x>", "", at("2026-12-01 12:00"), None),
+        ("<b@x>", "<a@x>", at("2026-12-01 10:00"), None),
+        ("<a@x>", "", at("2026-12-01 09:00"), "auto-replied"),
+    ])
+    assert first == {"<a@x>": at("2026-12-01 10:00"), "<b@x>": at("2026-12-01 10:00")}
+    open_a = row("2026-11-30 10:00", message_id="<a@x>")
+    done_b = row("2026-11-30 10:00", message_id="<b@x>", answered="2026-11-30 11:00")
+    other = row("2026-11-30 10:00", message_id="<c@x>")
+    assert newly_answered([open_a, done_b, other], first) == (open_a,)
+
+
+def test_digest_once_per_opening():
+    cal = calendar()
+    assert digest_due(None, at("2026-12-01 09:00"), cal)
+    assert not digest_due(at("2026-12-01 09:00"), at("2026-12-01 12:00"), cal)
+    assert digest_due(at("2026-12-01 09:00"), at("2026-12-02 09:05"), cal)
+    assert not digest_due(None, at("2026-12-01 20:00"), cal)  # closed: wait for the opening
+
+
+def test_digest_text_is_plain_english():
+    now = at("2026-12-01 09:00")
+    report = classify_due([row("2026-11-26 09:00", label="critical", subject="Site down", name="Ana"),
+                           row("2026-11-27 17:00", due="2026-12-01 17:30", subject="Invoice")], now, calendar(), hours=24)
+    subject, body = digest_text(report, now, MADRID)
+    assert subject == "mailsort: 1 overdue, 1 due today — Tue 1 Dec 2026"
+    assert "Overdue: 1" in body and "CRITICAL Site down" in body
+    assert "from Ana <ana@acme.example> [Acme], arrived Thu 26 Nov 09:00; was due yesterday 16:00, 17 h 00 min ago" in body
+    assert body.startswith("Client mail waiting for an answer, as of Tue 1 Dec 2026 09:00 (Europe/Madrid).")
+    assert "Due today (by 17:30): 1" in body and "due today 17:30" in body
+    empty_subject, empty_body = digest_text(classify_due([], now, calendar()), now, MADRID)
+    assert empty_subject.startswith("mailsort: nothing overdue or due today")
+    assert "Nothing is overdue" in empty_body
+
+
+def test_due_command_reads_the_state_database(tmp_path, capsys):
+    state = tmp_path / "state.sqlite3"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[state]\npath = "{state}"\n[calendar]\ntimezone = "Europe/Madrid"\n'
+                      '[calendar.hours]\nmon = ["09:00-17:30"]\ntue = ["09:00-17:30"]\nwed = ["09:00-17:30"]\n'
+                      'thu = ["09:00-17:30"]\nfri = ["09:00-17:30"]\n')
+    message = row("2026-11-27 17:00", subject="Cannot log in")
+    answered = row("2026-11-27 17:10", subject="Answered already")
+    with Store(state) as store:
+        store.record_decisions([message, answered])
+        store.set_answered("work", answered.message_id, at("2026-11-30 10:00"))
+    assert main(["--config", str(config), "due", "--now", "2026-12-02T15:31:00+01:00", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [i["subject"] for i in doc["overdue"]] == ["Cannot log in"]
+    assert doc["overdue"][0]["due_at"] == "2026-12-02T15:30:00+01:00"
+    assert doc["due_today"] == [] and doc["critical_open"] == []
+    assert main(["--config", str(config), "due", "--now", "2026-12-02T15:29:00+01:00"]) == 0
+    out = capsys.readouterr().out
+    assert "Due today (by 17:30): 1" in out and "Cannot log in" in out and "Answered already" not in out
+    assert main(["--config", str(config), "due", "--now", "yesterday"]) == 2
