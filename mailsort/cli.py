@@ -168,7 +168,7 @@ def hours(ctx: Context, now_text: str | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Keep the demo's config, state database and sent mail in DIR (new or empty) instead of "
-              "removing them, e.g. for `mailsort --config DIR/config.toml queue list`.")
+              "removing them, e.g. for `mailsort --config DIR/config.toml report`.")
 def demo(keep: Path | None) -> int:
     """The whole pipeline on an embedded IMAP server and SMTP sink with sample mail (no account needed).
 

@@ -490,12 +490,17 @@ def run_demo(workdir: Path, *, echo: Callable[[str], None], samples: Sequence[Sa
 
 
 def _real_sync() -> Callable[..., Any]:
-    """The same code path as `mailsort sync --now`: sync.sync_account with the configured model."""
+    """The same code path as `mailsort sync --now <moment>`: sync.sync_all (which runs sync_account for
+    each account) with the configured model, loaded once for the whole demo."""
     from . import sync as sync_module
 
+    cache: dict[int, Callable[[], Any]] = {}
+
     def run(config: Any, account: Any, *, store: Any, now: datetime) -> Any:
-        return sync_module.sync_account(config, account, store=store, now=now,
-                                        classifier_factory=_classifier_factory(config))
+        factory = cache.setdefault(id(config), _classifier_factory(config))
+        reports = sync_module.sync_all(config, store=store, classifier_factory=factory, now=now,
+                                       accounts=[account.name])
+        return reports[0]
 
     return run
 
@@ -817,7 +822,8 @@ def main(keep: Path | None, echo: Callable[[str], None]) -> int:
             sent.mkdir(exist_ok=True)
             for i, msg in enumerate(result.sink, start=1):
                 (sent / f"{i:02d}.eml").write_bytes(msg.data)
-            echo(f"kept the config, the state database and the {len(result.sink)} sent messages in {workdir}")
+            echo(f"kept the config, the state database and the {len(result.sink)} sent messages in {workdir}; "
+                 f"try: mailsort --config {workdir / 'config.toml'} report --out {workdir / 'report'}")
         else:
             echo(f"done in {time.monotonic() - started:.1f}s; servers stopped, {workdir} removed")
         return 1 if any(m.error for m in result.moments) else 0
