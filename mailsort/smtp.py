@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from .config import AccountConfig, ServerConfig, is_loopback
+from .config import AccountConfig, Config, ServerConfig, is_loopback
 from .errors import ConfigError, MailsortError, ServerError
 from .store import OutboxEntry, Store
 
@@ -384,3 +384,54 @@ def outbox_entries(account: str, message, decision, *, calendar, settings, now: 
             raw=reply.as_bytes(), mode=mode, send_at=max(now, action.send_at) if action.send_at else now, created_at=now,
         ))
     return entries
+
+
+# ------------------------------------------------------------------------------------------ one account
+
+
+class _LookOnly:
+    """A Sent folder we may search but must not file into (Gmail files SMTP-sent mail itself)."""
+
+    def __init__(self, folder: SentFolder):
+        self.folder = folder
+
+    def contains(self, message_id: str) -> bool:
+        return self.folder.contains(message_id)
+
+    def file(self, raw: bytes) -> None:
+        return None
+
+
+def send_for_account(config: Config, account: AccountConfig, *, store: Store, now: datetime, session: Any = None,
+                     dry_run: bool = False, transport_factory: Callable[[], TransportLike] | None = None) -> SendReport:
+    """`send_due` for one account with the folders and transport its config implies.
+
+    `session` is an open `imap.ImapSession` (the sync engine passes its own); without one, a session is
+    opened here when the run needs a folder. In draft mode replies go to Drafts; in send mode they are
+    filed in Sent, except on Gmail, which files them itself (we still search Sent after a crash)."""
+    mode = config.replies.mode
+    if dry_run or mode == "off":
+        return send_due(store, account, now=now, transport_factory=None, sent_folder=None, mode=mode, dry_run=dry_run)
+    if not store.due(account.name, now) and not store.outbox(account.name, ("sending",)) and not any(
+            not e.filed for e in store.outbox(account.name, ("sent",))):
+        return SendReport()
+    if mode == "send" and transport_factory is None:
+        transport_for(account)  # a missing [smtp] is a config error before anything is marked
+        transport_factory = lambda: transport_for(account)  # noqa: E731
+    if session is not None:
+        return _send_with(config, account, store, now, session, transport_factory, mode)
+    from .imap import open_session
+
+    with open_session(account) as opened:
+        return _send_with(config, account, store, now, opened, transport_factory, mode)
+
+
+def _send_with(config: Config, account: AccountConfig, store: Store, now: datetime, session: Any,
+               transport_factory: Callable[[], TransportLike] | None, mode: str) -> SendReport:
+    if mode == "draft":
+        folder: SentFolder | None = session.drafts_folder(config.folders.drafts)
+    else:
+        folder = session.sent_folder(config.folders.sent)
+        if getattr(session, "label_mode", None) == "gmail":
+            folder = _LookOnly(folder)
+    return send_due(store, account, now=now, transport_factory=transport_factory, sent_folder=folder, mode=mode)
