@@ -225,6 +225,12 @@ class EmbeddedImap:
             await IMAPService(backend, config).start(stack)
             self._ready.set()
             await self._stop.wait()
+            # Close the connections still open (a client interrupted by Ctrl-C never logs out), so the
+            # server shuts down at once and no task is left pending when the loop closes.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
