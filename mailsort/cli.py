@@ -162,6 +162,261 @@ def hours(ctx: Context, now_text: str | None, as_json: bool) -> None:
     click.echo(f"next closing: {closing:%a %Y-%m-%d %H:%M %Z} ({closing.isoformat()})")
 
 
+# ------------------------------------------------------------------------------------- sync
+
+
+@cli.command()
+@click.option("--account", "account_names", multiple=True, metavar="NAME",
+              help="Only this account (repeatable). Default: every account in the config.")
+@click.option("--dry-run", is_flag=True,
+              help="Read only: open folders with EXAMINE, change nothing on the server or in the state "
+              "database, send nothing; show what would be done to each message.")
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def sync(ctx: Context, account_names: tuple[str, ...], dry_run: bool, now_text: str | None, as_json: bool) -> int:
+    """One pass over every account: fetch new mail, classify it, label / flag / move it in bulk, queue
+    replies, send those that are due, and at an opening bring the *later* folder back to INBOX.
+
+    Only mail newer than the last pass is fetched (nothing is marked read); a pass with nothing new
+    costs one STATUS per folder. Each account is independent: one failing never stops the others,
+    but the exit status is then 1. --json prints {"accounts": [{"name", "fetched", "critical",
+    "routine", "moved", "labelled", "queued", "sent", "skipped", "errors"}, ...]}; with -v or
+    --dry-run each account also lists its "messages".
+    """
+    from .store import Store
+    from .sync import sync_all
+
+    config = ctx.config()
+    now = parse_now(now_text)
+    if not config.accounts:
+        raise ConfigError(f"{ctx.path}: no [[account]] to sync")
+    for name in account_names:
+        config.account(name)  # unknown names are a usage error before anything connects
+
+    def classifier_factory():
+        from .classify import default_model_path, load_classifier
+
+        return load_classifier(config.model_path or default_model_path())
+
+    details = dry_run or ctx.verbose > 0
+    progress = _SyncProgress() if sys.stderr.isatty() else None
+    # a dry run writes nothing, not even a new state file
+    state = config.state_path if not dry_run or config.state_path.exists() else ":memory:"
+    try:
+        with Store(state) as store:
+            reports = sync_all(config, store=store, classifier_factory=classifier_factory, now=now, dry_run=dry_run,
+                               progress=progress, accounts=account_names or None, details=details)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        emit_json({"accounts": [r.to_json(details=details) for r in reports]})
+    else:
+        for report in reports:
+            click.echo(report.summary())
+            for d in report.details if details else ():
+                acts = ", ".join(_action_text(a) for a in d.actions) or "no action"
+                p = f" p={d.p_critical:.2f}" if d.p_critical is not None else ""
+                click.echo(f"  {d.folder} #{d.uid} {d.sender or '?'}: {d.subject[:60]!r} -> {d.label}{p}: {acts}"
+                           + (f" ({d.note})" if d.note else ""))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _action_text(action: dict) -> str:
+    if action.get("type") == "reply":
+        return f"reply {action.get('template')}.{action.get('language')} to {action.get('to')} at {action.get('send_at')}"
+    return f"{action.get('type')} {action.get('target', '')}".strip()
+
+
+class _SyncProgress:
+    """A progress bar on stderr for long first syncs (a terminal only; short passes stay quiet)."""
+
+    MIN_TOTAL = 1000
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.key: tuple[str, str] | None = None
+        self.shown = 0
+
+    def __call__(self, account: str, folder: str, done: int, total: int) -> None:
+        if (account, folder) != self.key:
+            self.close()
+            self.key = (account, folder)
+            if total >= self.MIN_TOTAL:
+                self.bar = click.progressbar(length=total, label=f"{account} {folder}", file=sys.stderr)
+                self.bar.__enter__()
+        if self.bar is not None and done > self.shown:
+            self.bar.update(done - self.shown)
+            self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        self.bar, self.shown = None, 0
+
+
+# ------------------------------------------------------------------------------------- explain and queue
+
+
+@cli.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--account", "account_name", metavar="NAME",
+              help="Decide as this account (its own addresses, its reply history). Default: the first account.")
+@click.option("--label", type=click.Choice(["critical", "routine"]),
+              help="Use this verdict instead of the classifier (no model needed).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file. Default: [classifier] model in the config, else the shipped model.")
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def explain_command(ctx: Context, file: Path, account_name: str | None, label: str | None, model_path: Path | None,
+                    now_text: str | None, as_json: bool) -> None:
+    """The whole decision for one .eml FILE ('-' for standard input), and why: the verdict and the
+    words behind it, open or closed, the RFC 3834 guard, the actions, and the replies that would be
+    sent, rendered. Changes nothing. Uses the state database's reply history when it exists.
+
+    --json prints {"label", "p_critical", "language", "sender", "open_now", "auto_reply": {"allowed",
+    "reason"}, "actions": [...], "client", "top_terms": [...], "situation", "replies": [...]}.
+    """
+    from .explain import explain, render_text
+    from .store import Store
+
+    config = ctx.config()
+    now = parse_now(now_text)
+    raw = _read_input(file)
+
+    def classifier_factory():
+        from .classify import default_model_path, load_classifier
+
+        return load_classifier(model_path or config.model_path or default_model_path())
+
+    kwargs = dict(now=now, account=account_name, label=label, classifier_factory=classifier_factory, name=str(file))
+    if config.state_path.exists():
+        with Store(config.state_path) as store:
+            doc = explain(config, raw, store=store, **kwargs)
+    else:
+        doc = explain(config, raw, **kwargs)
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(render_text(doc))
+
+
+def _read_input(file: Path) -> bytes:
+    if str(file) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read ({exc.strerror})") from None
+
+
+@cli.group()
+def queue() -> None:
+    """The outbox of automatic replies: list it, cancel a reply, send what is due."""
+
+
+@queue.command("list")
+@click.option("--account", "account_name", metavar="NAME", help="Only this account's replies.")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["queued", "sending", "sent", "failed", "cancelled"]),
+              help="Only replies in this state (repeatable). Default: all.")
+@JSON_OPTION
+@pass_ctx
+def queue_list(ctx: Context, account_name: str | None, states: tuple[str, ...], as_json: bool) -> None:
+    """Every reply in the outbox: id, state, when it is (or was) due, to whom, which template, and the
+    last error. --json prints {"entries": [{"id", "account", "state", "template", "recipient",
+    "send_at", "attempts", "next_try_at", "last_error", "sent_at", "message_id", "in_reply_to"}]}."""
+    from .store import OUTBOX_STATES, Store
+
+    config = ctx.config()
+    if account_name:
+        config.account(account_name)
+    entries = []
+    if config.state_path.exists():
+        with Store(config.state_path) as store:
+            entries = store.outbox(account_name, states or OUTBOX_STATES)
+    if as_json:
+        emit_json({"entries": [_entry_json(e) for e in entries]})
+        return
+    if not entries:
+        click.echo("the outbox is empty")
+    for e in entries:
+        error = f" — {e.last_error}" if e.last_error and e.state != "sent" else ""
+        click.echo(f"{e.id:>5} {e.state:<9} {e.send_at.isoformat()} {e.account}: {e.template} to {e.recipient}"
+                   f" (attempts {e.attempts}){error}")
+
+
+def _entry_json(e) -> dict[str, Any]:
+    return {"id": e.id, "account": e.account, "state": e.state, "template": e.template, "recipient": e.recipient,
+            "send_at": e.send_at.isoformat(), "attempts": e.attempts,
+            "next_try_at": e.next_try_at.isoformat() if e.next_try_at else None, "last_error": e.last_error,
+            "sent_at": e.sent_at.isoformat() if e.sent_at else None, "message_id": e.message_id,
+            "in_reply_to": e.in_reply_to}
+
+
+@queue.command("cancel")
+@click.argument("entry_id", metavar="ID", type=int)
+@pass_ctx
+def queue_cancel(ctx: Context, entry_id: int) -> None:
+    """Cancel reply ID (see `queue list`) before it goes out; a failed reply can be cancelled too."""
+    from .store import Store
+
+    config = ctx.config()
+    if not config.state_path.exists():
+        raise UsageError(f"no reply {entry_id}: there is no state database yet ({config.state_path})")
+    with Store(config.state_path) as store:
+        if not store.cancel(entry_id):
+            entry = store.entry(entry_id)
+            why = f"it is {entry.state}" if entry else "there is no such reply"
+            raise UsageError(f"cannot cancel reply {entry_id}: {why}")
+    click.echo(f"cancelled reply {entry_id}")
+
+
+@queue.command("send-due")
+@click.option("--account", "account_names", multiple=True, metavar="NAME",
+              help="Only this account (repeatable). Default: every account.")
+@click.option("--dry-run", is_flag=True, help="Show what is due; send, file and change nothing.")
+@NOW_OPTION
+@JSON_OPTION
+@pass_ctx
+def queue_send_due(ctx: Context, account_names: tuple[str, ...], dry_run: bool, now_text: str | None,
+                   as_json: bool) -> int:
+    """Send the replies whose time has come (sync does this too) and file them in Sent — or, with
+    replies.mode = "draft", only put them in Drafts. Failed sends are retried with back-off; after
+    5 attempts, or when the server refuses for good, the reply is marked failed. Exit 1 on any error.
+    --json prints {"accounts": [{"name", "sent", "failed", "skipped", "recovered", "errors"}]}."""
+    from .smtp import send_for_account
+    from .store import Store
+
+    config = ctx.config()
+    now = parse_now(now_text)
+    accounts = [config.account(n) for n in account_names] if account_names else list(config.accounts)
+    results = []
+    if config.state_path.exists():
+        with Store(config.state_path) as store:
+            for account in accounts:
+                try:
+                    report = send_for_account(config, account, store=store, now=now, dry_run=dry_run)
+                    results.append({"name": account.name, "sent": report.sent, "failed": report.failed,
+                                    "skipped": report.skipped, "recovered": report.recovered,
+                                    "errors": list(report.errors), "ids": list(report.ids)})
+                except MailsortError as exc:
+                    results.append({"name": account.name, "sent": 0, "failed": 0, "skipped": 0, "recovered": 0,
+                                    "errors": [str(exc)], "ids": []})
+    if as_json:
+        emit_json({"accounts": results})
+    else:
+        for r in results:
+            verb = "due" if dry_run else "sent"
+            click.echo(f"{r['name']}: {len(r['ids']) if dry_run else r['sent']} {verb}, {r['failed']} failed, "
+                       f"{r['skipped']} waiting" + (f", {r['recovered']} recovered" if r["recovered"] else ""))
+            for error in r["errors"]:
+                click.echo(f"  error: {error}", err=True)
+    return 1 if any(r["errors"] or r["failed"] for r in results) else 0
+
+
 # ------------------------------------------------------------------------------------- demo and run
 
 
@@ -388,167 +643,6 @@ def report_command(ctx: Context, since_text: str | None, out_dir: Path, account:
     click.echo(f"{data.total} client messages, {data.after_hours} after hours ({format_share(data.after_hours_share)}); "
                f"median time to first reply {format_hours(data.median_reply_hours)}; overdue now {data.overdue_now}")
     click.echo(f"wrote {index}")
-
-
-# ------------------------------------------------------------------------------------- explain and queue
-
-
-@cli.command("explain")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--account", "account_name", metavar="NAME",
-              help="Decide as this account (its own addresses, its reply history). Default: the first account.")
-@click.option("--label", type=click.Choice(["critical", "routine"]),
-              help="Use this verdict instead of the classifier (no model needed).")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model file. Default: [classifier] model in the config, else the shipped model.")
-@NOW_OPTION
-@JSON_OPTION
-@pass_ctx
-def explain_command(ctx: Context, file: Path, account_name: str | None, label: str | None, model_path: Path | None,
-                    now_text: str | None, as_json: bool) -> None:
-    """The whole decision for one .eml FILE ('-' for standard input), and why: the verdict and the
-    words behind it, open or closed, the RFC 3834 guard, the actions, and the replies that would be
-    sent, rendered. Changes nothing. Uses the state database's reply history when it exists.
-
-    --json prints {"label", "p_critical", "language", "sender", "open_now", "auto_reply": {"allowed",
-    "reason"}, "actions": [...], "client", "top_terms": [...], "situation", "replies": [...]}.
-    """
-    from .explain import explain, render_text
-    from .store import Store
-
-    config = ctx.config()
-    now = parse_now(now_text)
-    raw = _read_input(file)
-
-    def classifier_factory():
-        from .classify import default_model_path, load_classifier
-
-        return load_classifier(model_path or config.model_path or default_model_path())
-
-    kwargs = dict(now=now, account=account_name, label=label, classifier_factory=classifier_factory, name=str(file))
-    if config.state_path.exists():
-        with Store(config.state_path) as store:
-            doc = explain(config, raw, store=store, **kwargs)
-    else:
-        doc = explain(config, raw, **kwargs)
-    if as_json:
-        emit_json(doc)
-    else:
-        click.echo(render_text(doc))
-
-
-def _read_input(file: Path) -> bytes:
-    if str(file) == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return file.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{file}: cannot read ({exc.strerror})") from None
-
-
-@cli.group()
-def queue() -> None:
-    """The outbox of automatic replies: list it, cancel a reply, send what is due."""
-
-
-@queue.command("list")
-@click.option("--account", "account_name", metavar="NAME", help="Only this account's replies.")
-@click.option("--state", "states", multiple=True,
-              type=click.Choice(["queued", "sending", "sent", "failed", "cancelled"]),
-              help="Only replies in this state (repeatable). Default: all.")
-@JSON_OPTION
-@pass_ctx
-def queue_list(ctx: Context, account_name: str | None, states: tuple[str, ...], as_json: bool) -> None:
-    """Every reply in the outbox: id, state, when it is (or was) due, to whom, which template, and the
-    last error. --json prints {"entries": [{"id", "account", "state", "template", "recipient",
-    "send_at", "attempts", "next_try_at", "last_error", "sent_at", "message_id", "in_reply_to"}]}."""
-    from .store import OUTBOX_STATES, Store
-
-    config = ctx.config()
-    if account_name:
-        config.account(account_name)
-    entries = []
-    if config.state_path.exists():
-        with Store(config.state_path) as store:
-            entries = store.outbox(account_name, states or OUTBOX_STATES)
-    if as_json:
-        emit_json({"entries": [_entry_json(e) for e in entries]})
-        return
-    if not entries:
-        click.echo("the outbox is empty")
-    for e in entries:
-        error = f" — {e.last_error}" if e.last_error and e.state != "sent" else ""
-        click.echo(f"{e.id:>5} {e.state:<9} {e.send_at.isoformat()} {e.account}: {e.template} to {e.recipient}"
-                   f" (attempts {e.attempts}){error}")
-
-
-def _entry_json(e) -> dict[str, Any]:
-    return {"id": e.id, "account": e.account, "state": e.state, "template": e.template, "recipient": e.recipient,
-            "send_at": e.send_at.isoformat(), "attempts": e.attempts,
-            "next_try_at": e.next_try_at.isoformat() if e.next_try_at else None, "last_error": e.last_error,
-            "sent_at": e.sent_at.isoformat() if e.sent_at else None, "message_id": e.message_id,
-            "in_reply_to": e.in_reply_to}
-
-
-@queue.command("cancel")
-@click.argument("entry_id", metavar="ID", type=int)
-@pass_ctx
-def queue_cancel(ctx: Context, entry_id: int) -> None:
-    """Cancel reply ID (see `queue list`) before it goes out; a failed reply can be cancelled too."""
-    from .store import Store
-
-    config = ctx.config()
-    if not config.state_path.exists():
-        raise UsageError(f"no reply {entry_id}: there is no state database yet ({config.state_path})")
-    with Store(config.state_path) as store:
-        if not store.cancel(entry_id):
-            entry = store.entry(entry_id)
-            why = f"it is {entry.state}" if entry else "there is no such reply"
-            raise UsageError(f"cannot cancel reply {entry_id}: {why}")
-    click.echo(f"cancelled reply {entry_id}")
-
-
-@queue.command("send-due")
-@click.option("--account", "account_names", multiple=True, metavar="NAME",
-              help="Only this account (repeatable). Default: every account.")
-@click.option("--dry-run", is_flag=True, help="Show what is due; send, file and change nothing.")
-@NOW_OPTION
-@JSON_OPTION
-@pass_ctx
-def queue_send_due(ctx: Context, account_names: tuple[str, ...], dry_run: bool, now_text: str | None,
-                   as_json: bool) -> int:
-    """Send the replies whose time has come (sync does this too) and file them in Sent — or, with
-    replies.mode = "draft", only put them in Drafts. Failed sends are retried with back-off; after
-    5 attempts, or when the server refuses for good, the reply is marked failed. Exit 1 on any error.
-    --json prints {"accounts": [{"name", "sent", "failed", "skipped", "recovered", "errors"}]}."""
-    from .smtp import send_for_account
-    from .store import Store
-
-    config = ctx.config()
-    now = parse_now(now_text)
-    accounts = [config.account(n) for n in account_names] if account_names else list(config.accounts)
-    results = []
-    if config.state_path.exists():
-        with Store(config.state_path) as store:
-            for account in accounts:
-                try:
-                    report = send_for_account(config, account, store=store, now=now, dry_run=dry_run)
-                    results.append({"name": account.name, "sent": report.sent, "failed": report.failed,
-                                    "skipped": report.skipped, "recovered": report.recovered,
-                                    "errors": list(report.errors), "ids": list(report.ids)})
-                except MailsortError as exc:
-                    results.append({"name": account.name, "sent": 0, "failed": 0, "skipped": 0, "recovered": 0,
-                                    "errors": [str(exc)], "ids": []})
-    if as_json:
-        emit_json({"accounts": results})
-    else:
-        for r in results:
-            verb = "due" if dry_run else "sent"
-            click.echo(f"{r['name']}: {len(r['ids']) if dry_run else r['sent']} {verb}, {r['failed']} failed, "
-                       f"{r['skipped']} waiting" + (f", {r['recovered']} recovered" if r["recovered"] else ""))
-            for error in r["errors"]:
-                click.echo(f"  error: {error}", err=True)
-    return 1 if any(r["errors"] or r["failed"] for r in results) else 0
 
 
 # ------------------------------------------------------------------------------------- entry point

@@ -80,10 +80,14 @@ class FetchedMessage:
 # ------------------------------------------------------------------------------------- sessions
 
 
-def _default_password_lookup(server: ServerConfig) -> str:
+def _account_password(account: AccountConfig) -> str:
     from .secrets import password_for
 
-    return password_for(server)
+    password = password_for(account.imap, f"account {account.name!r}: ")
+    if password is None:
+        raise ConfigError(f"account {account.name!r}: no password source for IMAP (set password_env, "
+                          "password_command or password_keyring)")
+    return password
 
 
 def connect(server: ServerConfig, timeout: float = TIMEOUT):
@@ -425,19 +429,26 @@ class ImapSession:
                 self._copy_delete(folder, uid_set, target)
 
     def _copy_delete(self, folder: str, uid_set: str, target: str) -> None:
+        """MOVE without MOVE. Messages the user already marked \\Deleted are left alone (neither copied nor
+        expunged); `ours` remembers what we marked across retries, so a retry neither copies twice nor
+        forgets to expunge."""
+        ours: set[int] = set()
+
         def op(client: imaplib.IMAP4) -> None:
-            # Only messages still here and not yet marked: a retry must not copy twice.
             typ, data = client.uid("SEARCH", f"UID {uid_set} UNDELETED")
             present = parse_search(data) if typ == "OK" else []
             if present:
                 mine = uid_set_text(present)
                 _ok(client.uid("COPY", mine, encode_folder(target)), "UID COPY")
                 _ok(client.uid("STORE", mine, "+FLAGS.SILENT", "(\\Deleted)"), "UID STORE")
+                ours.update(present)
+            if not ours:
+                return
             if "UIDPLUS" in self.capabilities:
-                _ok(client.uid("EXPUNGE", uid_set), "UID EXPUNGE")
+                _ok(client.uid("EXPUNGE", uid_set_text(ours)), "UID EXPUNGE")
                 return
             typ, data = client.uid("SEARCH", "DELETED")
-            others = set(parse_search(data)) - set(parse_uid_set(uid_set))
+            others = set(parse_search(data)) - ours
             if others:
                 log.warning("%s: %s: %d other message(s) are marked \\Deleted; not expunging, the moved "
                             "messages stay marked \\Deleted here until your mail client expunges",
@@ -478,7 +489,7 @@ class ImapFolder:
 def open_session(account: AccountConfig, *, password_lookup: Callable[[ServerConfig], str] | None = None,
                  label_mode: str = "auto", readonly: bool = False, timeout: float = TIMEOUT) -> ImapSession:
     """Connect, log in and read the capabilities for one account."""
-    password = (password_lookup or _default_password_lookup)(account.imap)
+    password = password_lookup(account.imap) if password_lookup else _account_password(account)
     return ImapSession(account, password, label_mode=label_mode, readonly=readonly, timeout=timeout)
 
 

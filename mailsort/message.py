@@ -137,7 +137,9 @@ def _identifier():
     if _IDENTIFIER is None:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-        identifier = LanguageIdentifier.from_pickled_model(MODEL_FILE, norm_probs=False)
+        # py3langid 0.2/0.3 name the loader from_pickled_model; 0.4 renamed it from_model_file
+        load = getattr(LanguageIdentifier, "from_model_file", None) or LanguageIdentifier.from_pickled_model
+        identifier = load(MODEL_FILE, norm_probs=False)
         identifier.set_languages(list(LANGUAGES))
         _IDENTIFIER = identifier
     return _IDENTIFIER
@@ -171,8 +173,18 @@ def html_to_text(markup: str) -> str:
 
 def _header_text(value) -> str:
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+        # mail-parser gives address headers as [(name, address), ...]: rebuild "Name <addr>, ..."
+        return ", ".join(_address_text(v) if isinstance(v, tuple) and len(v) == 2 else str(v) for v in value)
     return str(value)
+
+
+def _address_text(pair: tuple[str, str]) -> str:
+    """("Rossi, Maria", "m@x") -> '"Rossi, Maria" <m@x>', keeping Unicode names readable (no encoded words)."""
+    name, address = pair
+    if not name:
+        return address
+    quoted = str(name).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address}>'
 
 
 def _one_line(value: str) -> str:

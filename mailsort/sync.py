@@ -294,7 +294,7 @@ SessionFactory = Callable[..., ImapSession]
 
 def sync_account(config: Config, account: AccountConfig, *, store: Store, classifier_factory: Callable[[], ClassifierLike],
                  now: datetime, dry_run: bool = False, progress: Progress | None = None, details: bool | None = None,
-                 session_factory: SessionFactory = open_session, batch: int = BATCH,
+                 session_factory: SessionFactory = open_session, batch: int | None = None,
                  calendar: WorkCalendar | None = None, templates: Any = None) -> AccountReport:
     """One pass over one account. Never raises for server trouble: it ends up in `errors`."""
     tally = _Tally()
@@ -305,7 +305,7 @@ def sync_account(config: Config, account: AccountConfig, *, store: Store, classi
         tally.errors.append(str(exc))
         return tally.report(account.name, dry_run)
     run = _AccountPass(config, account, store, session, classifier_factory, now, dry_run, progress, keep_details,
-                       batch, calendar or WorkCalendar.from_config(config.calendar), templates, tally)
+                       batch or BATCH, calendar or WorkCalendar.from_config(config.calendar), templates, tally)
     try:
         run.run()
     finally:
@@ -598,24 +598,14 @@ class _AccountPass:
 
     def _replies_for(self, message: Message, decision: Any) -> list[OutboxEntry]:
         """Render the decision's reply actions into outbox rows (journaled with the decision)."""
-        actions = decision.of_type("reply")
-        if not actions or self.config.replies.mode == "off":
+        if not decision.of_type("reply") or self.config.replies.mode == "off":
             return []
-        from .replies import build_reply, dedupe_key
+        from .smtp import outbox_entries
 
         from_address = self.account.addresses[0] if self.account.addresses else (self.account.imap.username or "")
-        entries = []
-        for action in actions:
-            reply = build_reply(message, action, calendar=self.calendar, settings=self.settings, now=self.now,
-                                from_address=from_address, templates=self.templates, account=self.name)
-            send_at = max(self.now, action.send_at) if action.send_at else self.now
-            entries.append(OutboxEntry(
-                id=None, account=self.name, template=action.template, recipient=action.to,
-                message_id=str(reply["Message-ID"]), in_reply_to=message.message_id,
-                dedupe_key=dedupe_key(self.name, message, action.template), raw=reply.as_bytes(),
-                mode=self.config.replies.mode, send_at=send_at, created_at=self.now,
-            ))
-        return entries
+        return outbox_entries(self.name, message, decision, calendar=self.calendar, settings=self.settings,
+                              now=self.now, from_address=from_address, templates=self.templates,
+                              mode=self.config.replies.mode)
 
     def _row(self, folder: str, uidvalidity: int, message: Message, decision: Any, decision_json: dict,
              arrived: datetime | None) -> HandledMessage:
@@ -657,18 +647,23 @@ class _AccountPass:
             handler(self.config, self.account, store=self.store, now=self.now)
 
     def send_due(self) -> None:
-        """Send the replies whose time has come (smtp.send_due), filing them in Sent or Drafts."""
-        try:
-            from .smtp import send_due
-        except ImportError:
+        """Send the replies whose time has come (smtp.send_due), filing them in Sent (Drafts in draft
+        mode; Gmail files sent mail itself). Nothing is opened when nothing is due."""
+        if not self.store.due(self.name, self.now) and not self.store.outbox(self.name, ("sending",)):
             return
-        if not self.store.due(self.name, self.now):
-            return
+        from .smtp import send_due, transport_for
+
         mode = self.config.replies.mode
-        folder = (self.session.drafts_folder(self.config.folders.drafts) if mode == "draft"
-                  else self.session.sent_folder(self.config.folders.sent))
-        result = send_due(self.config, self.account, store=self.store, now=self.now, folder=folder)
-        self.tally.counts["sent"] += _count(result)
+        if mode == "draft":
+            folder = self.session.drafts_folder(self.config.folders.drafts)
+        elif mode == "send" and self.session.label_mode != "gmail":
+            folder = self.session.sent_folder(self.config.folders.sent)
+        else:
+            folder = None
+        result = send_due(self.store, self.account, now=self.now, transport_factory=lambda: transport_for(self.account),
+                          sent_folder=folder, mode=mode)
+        self.tally.counts["sent"] += result.sent
+        self.tally.errors.extend(f"sending replies: {e}" for e in result.errors)
 
     def return_from_later(self) -> None:
         """At the first sync of a working period, everything in the later folder goes back to INBOX.
@@ -694,17 +689,3 @@ class _AccountPass:
         if uids:
             self.session.move(later, uids, "INBOX")
         self.store.set_meta(self.name, "last_return_opening", iso(opening))
-
-
-def _count(result: Any) -> int:
-    """send_due may return a count, a list of sent entries, or an object with `.sent`."""
-    if result is None:
-        return 0
-    if isinstance(result, int):
-        return result
-    if hasattr(result, "sent"):
-        return _count(result.sent)
-    try:
-        return len(result)
-    except TypeError:
-        return 0

@@ -160,3 +160,25 @@ def test_due_command_reads_the_state_database(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Due today (by 17:30): 1" in out and "Cannot log in" in out and "Answered already" not in out
     assert main(["--config", str(config), "due", "--now", "yesterday"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ properties
+
+from datetime import datetime as _datetime  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrived=st.datetimes(min_value=_datetime(2026, 1, 1), max_value=_datetime(2027, 12, 31)),
+       hours=st.integers(min_value=1, max_value=80), step=st.integers(min_value=1, max_value=600))
+def test_deadline_is_exactly_that_much_open_time_and_overdue_only_after_it(arrived, hours, step):
+    cal = calendar()
+    arrived = arrived.replace(tzinfo=MADRID)
+    deadline = due_at(arrived, cal, hours)
+    assert deadline > arrived and cal.open_time_between(arrived, deadline) == timedelta(hours=hours)
+    message = row(arrived.isoformat())
+    before = classify_due([message], deadline - timedelta(minutes=step), cal, hours=hours)
+    after = classify_due([message], deadline + timedelta(minutes=step), cal, hours=hours)
+    assert not before.overdue and [i.message for i in after.overdue] == [message]
