@@ -166,11 +166,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def default_model_path() -> Path:
-    """$MAILSORT_MODEL, else the model shipped in the repository (models/default.joblib)."""
+    """$MAILSORT_MODEL, else the shipped model: mailsort/models/default.joblib in an installed wheel,
+    models/default.joblib in a source checkout (an editable install)."""
     env = os.environ.get("MAILSORT_MODEL")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "models" / "default.joblib"
+    here = Path(__file__).resolve()
+    installed = here.parents[1] / "models" / "default.joblib"
+    return installed if installed.exists() else here.parents[2] / "models" / "default.joblib"
 
 
 def card_path(path: str | Path) -> Path:
