@@ -214,12 +214,13 @@ def sync(ctx: Context, account_names: tuple[str, ...], dry_run: bool, now_text: 
         emit_json({"accounts": [r.to_json(details=details) for r in reports]})
     else:
         for report in reports:
-            click.echo(report.summary())
+            # colour only reaches a terminal: click strips it from pipes and files
+            click.secho(report.summary(), fg="red" if report.errors else None, bold=bool(report.critical))
             for d in report.details if details else ():
                 acts = ", ".join(_action_text(a) for a in d.actions) or "no action"
                 p = f" p={d.p_critical:.2f}" if d.p_critical is not None else ""
-                click.echo(f"  {d.folder} #{d.uid} {d.sender or '?'}: {d.subject[:60]!r} -> {d.label}{p}: {acts}"
-                           + (f" ({d.note})" if d.note else ""))
+                click.secho(f"  {d.folder} #{d.uid} {d.sender or '?'}: {d.subject[:60]!r} -> {d.label}{p}: {acts}"
+                            + (f" ({d.note})" if d.note else ""), fg="red" if d.label == "critical" else None)
     return 0 if all(r.ok for r in reports) else 1
 
 
