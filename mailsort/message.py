@@ -38,6 +38,9 @@ KEPT_HEADERS = (
 TEXT_LIMIT = 20_000  # characters of text kept; the classifier reads only the start anyway
 LANGUAGES = ("en", "it", "es", "ru", "de", "fr", "pt", "nl", "pl", "uk", "ca", "ro", "sv", "da", "no",
              "fi", "cs", "el", "tr", "hu", "bg", "sr", "hr", "sk", "sl", "lt", "lv", "et")
+COMMON_LANGUAGES = ("en", "it", "es", "ru", "de", "fr", "pt")
+SHORT_SAMPLE = 80  # characters; below this, only COMMON_LANGUAGES are considered
+NO_EVIDENCE = -1e30  # py3langid's score when no feature of the text is known
 
 
 class UnparseableMessage(ValueError):
@@ -126,7 +129,16 @@ def detect_language(text: str) -> str:
     sample = _strip_quoted(text)[:2000].strip()
     if len(sample) < 3:
         return "und"
-    return _identifier().classify(sample)[0]
+    ranked = _identifier().rank(sample)
+    if ranked[0][1] < NO_EVIDENCE:  # not one known n-gram ("Hola"): the model's answer would be arbitrary
+        return "und"
+    if len(sample) < SHORT_SAMPLE:
+        # a line or two is too little to tell Serbian from Russian or Danish from English; prefer the
+        # languages clients of this tool actually write in
+        common = [lang for lang, _ in ranked if lang in COMMON_LANGUAGES]
+        if common:
+            return common[0]
+    return ranked[0][0]
 
 
 _IDENTIFIER = None
