@@ -646,6 +646,158 @@ def report_command(ctx: Context, since_text: str | None, out_dir: Path, account:
     click.echo(f"wrote {index}")
 
 
+# ------------------------------------------------------------------------------------- classifier
+
+
+MODEL_OPTION = click.option(
+    "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+    help="Model file (.joblib, its card .json beside it). Default: [classifier] model in the config, else "
+    "$MAILSORT_MODEL, else your retrained model, else the shipped one.")
+
+
+def _configured_model(ctx: Context) -> Path | None:
+    """[classifier] model from the config, when there is a config file (these commands need none)."""
+    return ctx.config().model_path if ctx.path.exists() else None
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@cli.command("classify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@MODEL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file and line: "
+              '{"file", "label", "p_critical", "language"}.')
+@pass_ctx
+def classify_command(ctx: Context, files: tuple[Path, ...], model_path: Path | None, as_json: bool) -> None:
+    """Classify .eml FILES ('-' for standard input) as critical or routine, in one batch.
+
+    Prints per file the label, the probability that it is critical (the label is critical when it
+    reaches the model's threshold) and the detected language. Changes nothing.
+    """
+    from .classify import default_model_path, load_classifier
+    from .classify.commands import classify_files
+
+    if sum(str(f) == "-" for f in files) > 1:
+        raise UsageError("'-' (standard input) can be given only once")
+    named = [(str(f), _read_input(f)) for f in files]
+    classifier = load_classifier(model_path or _configured_model(ctx) or default_model_path())
+    for v in classify_files(named, classifier):
+        if as_json:
+            click.echo(json.dumps(v.to_json(), ensure_ascii=False))
+        else:
+            click.secho(f"{v.file}: {v.label} (p_critical {v.p_critical:.3f}, language {v.language})",
+                        fg="red" if v.label == "critical" else None)
+
+
+@cli.command("evaluate")
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path), metavar="DATA.jsonl")
+@MODEL_OPTION
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Also write PNG charts to DIR: the confusion matrices (all, per language) and the "
+              "precision-recall curve. Needs matplotlib: pip install 'mailsort[report]'.")
+@JSON_OPTION
+@pass_ctx
+def evaluate_command(ctx: Context, data: Path, model_path: Path | None, report_dir: Path | None,
+                     as_json: bool) -> None:
+    """Score a model on labelled DATA.jsonl (one {"id", "lang", "subject", "body", "label", "source"}
+    a line): precision, recall and F1 per class, overall and per language, and the confusion matrices.
+
+    --json prints {"n", "macro_f1", "accuracy", "critical": {"precision", "recall", "f1", "support"},
+    "routine": {...}, "by_language": {"it": {"n", "macro_f1", "critical_recall", "critical",
+    "routine", "confusion", ...}, ...}, "confusion", "threshold"}; confusion matrices are
+    [[true routine: predicted routine, predicted critical], [true critical: ...]].
+    """
+    from .classify import default_model_path, load_classifier, load_examples
+    from .classify.commands import render_evaluation
+    from .classify.evaluate import evaluate, write_report
+
+    examples = load_examples(data)
+    if not examples:
+        raise UsageError(f"{data}: no examples")
+    path = model_path or _configured_model(ctx) or default_model_path()
+    classifier = load_classifier(path)
+    report = evaluate(classifier, examples)
+    written = write_report(classifier, examples, report_dir) if report_dir else []
+    if as_json:
+        emit_json({**report, **({"report": [str(p) for p in written]} if report_dir else {})})
+        return
+    click.echo(render_evaluation(report, str(path), str(data)))
+    if written:
+        click.echo(f"\nwrote {', '.join(str(p) for p in written)}")
+
+
+@cli.command("train")
+@click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Training examples, JSONL (repeatable). Default: training_data/train.jsonl.")
+@click.option("--valid", "valid_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The fixed validation split the new model is judged on (never trained on). "
+              "Default: training_data/valid.jsonl.")
+@click.option("--from-imap", "accounts", multiple=True, metavar="ACCOUNT",
+              help="Add the corrections of this account (repeatable): mail you put in the Critical or "
+              "Routine folder, or relabelled; they weigh more than the corpus.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Where the model goes. Default: [classifier] model in the config, else $MAILSORT_MODEL, "
+              "else your model in the user data directory (never the shipped model unless named here).")
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="How many corpus examples one of your corrections counts as.")
+@click.option("--force", is_flag=True, help="Install the new model even if it is worse than the current one.")
+@click.option("--dry-run", is_flag=True, help="Train and judge the model, install nothing.")
+@JSON_OPTION
+@pass_ctx
+def train_command(ctx: Context, data_paths: tuple[Path, ...], valid_path: Path | None, accounts: tuple[str, ...],
+                  out: Path | None, weight: float, force: bool, dry_run: bool, as_json: bool) -> int:
+    """Train a model and install it only if it is not worse than the current one.
+
+    The new model is judged on the validation split: it must keep critical recall >= 0.95 and a
+    macro-F1 at most 1 point below the current model's there; otherwise it is refused (exit 1) and
+    the current model stays. The model it replaces is kept beside it as <name>.prev.joblib.
+    With --from-imap and no corrections found, nothing is trained (exit 0). Progress goes to stderr.
+    --json prints {"accepted", "installed", "dry_run", "reason", "out", "previous", "current",
+    "examples": {"base", "user"}, "threshold", "new": {...}, "old": {...}, "corrections": [...]}.
+    """
+    from .classify import load_examples
+    from .classify.commands import default_corpus, train_paths
+    from .classify.retrain import train_and_install
+
+    config = ctx.config() if accounts or ctx.path.exists() else None
+    target, current = train_paths(out, config.model_path if config else None)
+    base = [e for path in (data_paths or (default_corpus("train"),)) for e in load_examples(path)]
+    valid = load_examples(valid_path or default_corpus("valid"))
+    corrections = []
+    if accounts:
+        from .corrections import gather_corrections
+
+        corrections = gather_corrections(config, accounts, progress=_progress)
+    user = [e for c in corrections for e in c.examples]
+    if accounts and not user:
+        message = f"no corrections found in {', '.join(accounts)}; the model is unchanged"
+        if as_json:
+            emit_json({"accepted": False, "installed": False, "dry_run": dry_run, "reason": message,
+                       "out": str(target), "corrections": [c.to_json() for c in corrections]})
+        else:
+            click.echo(message)
+        return 0
+    _progress(f"training on {len(base)} corpus examples + {len(user)} correction(s); judging on {len(valid)}")
+    result = train_and_install(base, valid, user, out=target, current=current, force=force, dry_run=dry_run,
+                               user_weight=weight, progress=_progress)
+    if as_json:
+        emit_json({**result.to_json(), "corrections": [c.to_json() for c in corrections]})
+    elif result.installed:
+        click.echo(result.outcome.reason)
+        kept = result.to_json()["previous"]
+        click.echo(f"installed {target}" + (f" (the previous model is kept as {kept})" if kept else ""))
+    elif result.outcome.accepted:
+        click.echo(result.outcome.reason)
+        click.echo(f"dry run: would install {target}")
+    else:
+        kept = f"the current model {current} stays" if current else "nothing was installed"
+        click.echo(f"mailsort: {result.outcome.reason}; {kept}" + ("" if dry_run else " (--force installs it anyway)"),
+                   err=True)
+    return result.exit_code
+
+
 # ------------------------------------------------------------------------------------- entry point
 
 

@@ -357,6 +357,31 @@ class ImapSession:
 
         return self._run(f"SEARCH {folder}", op, folder=folder)
 
+    def placements(self, folder: str, criteria: str = "ALL") -> list["Placement"]:
+        """Cheap look at the messages matching a SEARCH: UID, flags, Message-ID and (SAVEDATE servers)
+        when each was put in this folder. Used to find the user's corrections without fetching bodies."""
+        savedate = " SAVEDATE" if "SAVEDATE" in self.capabilities else ""
+        items = f"(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]{savedate})"
+
+        def search(client: imaplib.IMAP4) -> list[int]:
+            typ, data = client.uid("SEARCH", criteria)
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"UID SEARCH {criteria}: {_text(data)}")
+            return parse_search(data)
+
+        uids = self._run(f"SEARCH {folder}", search, folder=folder)
+        found: list[Placement] = []
+        for uid_set in uid_set_chunks(uids):
+            def fetch(client: imaplib.IMAP4, uid_set: str = uid_set) -> list[Placement]:
+                typ, data = client.uid("FETCH", uid_set, items)
+                if typ != "OK":
+                    raise imaplib.IMAP4.error(f"UID FETCH: {_text(data)}")
+                return parse_placements(data)
+
+            found += self._run(f"FETCH {folder}", fetch, folder=folder)
+        wanted = set(uids)
+        return sorted((p for p in found if p.uid in wanted), key=lambda p: p.uid)
+
     def find_message_id(self, folder: str, message_id: str) -> bool:
         """Is a message with this Message-ID in the folder? (UID SEARCH HEADER Message-ID)"""
         clean = re.sub(r'[\r\n"\\]', "", message_id).strip()
@@ -596,6 +621,56 @@ def parse_fetch(data: list) -> list[FetchedMessage]:
             current["parts"][m.group(2).decode()] = literal
     finish()
     return messages
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a message sits: its UID and flags in a folder, its Message-ID, and when it was put there
+    (RFC 8514 SAVEDATE; None when the server does not say)."""
+
+    uid: int
+    flags: tuple[str, ...]
+    message_id: str
+    saved_at: datetime | None = None
+
+
+_SAVEDATE = re.compile(rb'\bSAVEDATE "([^"]+)"')
+_FIELDS = re.compile(rb"BODY\[HEADER\.FIELDS \([^)]*\)\] \{\d+\}\s*$")
+
+
+def parse_placements(data: list) -> list[Placement]:
+    """The answer to UID FETCH (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] SAVEDATE), parsed the
+    way parse_fetch does (attributes around the literal, unsolicited responses dropped)."""
+    from email.parser import BytesHeaderParser
+
+    out: list[Placement] = []
+    current: dict | None = None
+
+    def finish() -> None:
+        if current and current.get("uid") is not None and current.get("fields") is not None:
+            out.append(Placement(current["uid"], current["flags"], current["mid"], current["saved"]))
+
+    for item in data or ():
+        if item is None:
+            continue
+        text, literal = (item[0], item[1]) if isinstance(item, tuple) else (item, None)
+        if _NEW_ITEM.match(text):
+            finish()
+            current = {"uid": None, "flags": (), "mid": "", "saved": None, "fields": None}
+        if current is None:
+            continue
+        if (m := _UID.search(text)) is not None:
+            current["uid"] = int(m.group(1))
+        if (m := _FLAGS.search(text)) is not None:
+            current["flags"] = tuple(f.decode("utf-8", "replace") for f in m.group(1).split())
+        if (m := _SAVEDATE.search(text)) is not None:
+            current["saved"] = parse_internaldate(m.group(1).decode())
+        if literal is not None and _FIELDS.search(text):
+            current["fields"] = literal
+            header = BytesHeaderParser().parsebytes(literal).get("Message-ID") or ""
+            current["mid"] = " ".join(str(header).split())
+    finish()
+    return out
 
 
 def parse_internaldate(text: str) -> datetime | None:

@@ -100,6 +100,7 @@ def test_error_messages_are_one_line(saved: Path) -> None:
 
 def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MAILSORT_MODEL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # no retrained user model here
     assert default_model_path() == Path(__file__).resolve().parents[1] / "models" / "default.joblib"
     monkeypatch.setenv("MAILSORT_MODEL", str(tmp_path / "x.joblib"))
     assert default_model_path() == tmp_path / "x.joblib"

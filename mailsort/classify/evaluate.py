@@ -14,6 +14,7 @@ import numpy as np
 
 from mailsort.classify.data import Example
 from mailsort.classify.model import Classifier
+from mailsort.errors import UsageError
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -70,6 +71,8 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, langs: Sequence[st
             "critical_precision": m["critical"]["precision"],
             "accuracy": m["accuracy"],
             "confusion": m["confusion"],
+            "critical": m["critical"],
+            "routine": m["routine"],
         }
     return {
         "n": overall["n"],
@@ -95,15 +98,21 @@ def write_report(classifier: Classifier, examples: Sequence[Example], out_dir: s
     """PNG charts: confusion matrix overall and per language, and the precision-recall curve.
 
     matplotlib is imported here, with the Agg backend, so classifying never pays for it and no
-    display is needed.
+    display is needed. Without matplotlib (the `report` extra) this is a UsageError saying so.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("the report needs matplotlib: pip install 'mailsort[report]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--report: cannot create {out_dir}: {exc.strerror or exc}") from None
     scores = classifier.scores([(e.subject, e.body) for e in examples])
     y_true = np.array([e.critical for e in examples], dtype=bool)
     report = score_predictions(y_true, scores >= classifier.threshold, [e.lang for e in examples])

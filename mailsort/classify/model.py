@@ -165,15 +165,29 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def default_model_path() -> Path:
-    """$MAILSORT_MODEL, else the shipped model: mailsort/models/default.joblib in an installed wheel,
+def shipped_model_path() -> Path:
+    """The model that comes with mailsort: mailsort/models/default.joblib in an installed wheel,
     models/default.joblib in a source checkout (an editable install)."""
-    env = os.environ.get("MAILSORT_MODEL")
-    if env:
-        return Path(env).expanduser()
     here = Path(__file__).resolve()
     installed = here.parents[1] / "models" / "default.joblib"
     return installed if installed.exists() else here.parents[2] / "models" / "default.joblib"
+
+
+def user_model_path() -> Path:
+    """Where `mailsort train` puts the user's own model by default (the user data dir), so that
+    retraining never overwrites the shipped model and survives upgrades."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mailsort")) / "models" / "user.joblib"
+
+
+def default_model_path() -> Path:
+    """$MAILSORT_MODEL, else the user's retrained model when there is one, else the shipped model."""
+    env = os.environ.get("MAILSORT_MODEL")
+    if env:
+        return Path(env).expanduser()
+    user = user_model_path()
+    return user if user.is_file() else shipped_model_path()
 
 
 def card_path(path: str | Path) -> Path:

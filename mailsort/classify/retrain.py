@@ -139,3 +139,90 @@ def rollback_model(path: str | Path) -> Path:
         else:
             shutil.copy2(old, cur)
     return path
+
+
+# ------------------------------------------------------------------------------------- the train command
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `mailsort train` did: the gate's verdict, and where the model went (if anywhere)."""
+
+    outcome: RetrainOutcome
+    out: Path
+    installed: bool
+    dry_run: bool
+    current: Path | None
+    base_examples: int
+    user_examples: int
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the model was (or, in a dry run, would be) installed; 1 when the gate refused it."""
+        return 0 if self.outcome.accepted else 1
+
+    def to_json(self) -> dict:
+        return {
+            "accepted": self.outcome.accepted,
+            "installed": self.installed,
+            "dry_run": self.dry_run,
+            "reason": self.outcome.reason,
+            "out": str(self.out),
+            "previous": str(prev_path(self.out)) if self.installed and prev_path(self.out).exists() else None,
+            "current": str(self.current) if self.current else None,
+            "examples": {"base": self.base_examples, "user": self.user_examples},
+            "threshold": round(float(self.outcome.new.threshold), 4),
+            "new": _summary(self.outcome.new_metrics),
+            "old": _summary(self.outcome.old_metrics) if self.outcome.old_metrics else None,
+        }
+
+
+def _summary(m: dict) -> dict:
+    return {"n": m["n"], "macro_f1": m["macro_f1"], "critical_recall": m["critical"]["recall"],
+            "critical_precision": m["critical"]["precision"],
+            "by_language": {lang: {"n": v["n"], "macro_f1": v["macro_f1"],
+                                   "critical_recall": v["critical_recall"]}
+                            for lang, v in m["by_language"].items()}}
+
+
+def train_and_install(
+    base_train: Sequence[Example],
+    base_valid: Sequence[Example],
+    user_examples: Sequence[Example],
+    *,
+    out: str | Path,
+    current: str | Path | None,
+    force: bool = False,
+    dry_run: bool = False,
+    user_weight: float = 3.0,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train, judge against the model at `current` (when there is one) and install at `out` if the
+    gate accepts (keeping the model that was at `out` as `.prev`). A dry run installs nothing.
+
+    A current model that cannot be loaded (tampered, built by another scikit-learn) stops here with
+    its ModelError — it cannot be compared — unless `force` is given.
+    """
+    from mailsort.classify.model import load_classifier
+
+    out = Path(out)
+    current_path = Path(current) if current is not None else None
+    old: Classifier | None = None
+    if current_path is not None and current_path.exists():
+        try:
+            old = load_classifier(current_path)
+        except ModelError as exc:
+            if not force:
+                raise ModelError(f"{exc} (the new model cannot be compared with it; "
+                                 "--force replaces it without comparing)") from None
+            if progress:
+                progress(f"ignoring the current model: {exc}")
+    else:
+        current_path = None
+    outcome = retrain(base_train, base_valid, user_examples, old, user_weight=user_weight, force=force,
+                      progress=progress)
+    installed = False
+    if outcome.accepted and not dry_run:
+        install_model(outcome.new, out)
+        installed = True
+    return TrainResult(outcome, out, installed, dry_run, current_path, len(base_train), len(user_examples))
