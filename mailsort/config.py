@@ -126,6 +126,7 @@ class RepliesConfig:
     templates_dir: Path | None = None
     expectations: bool = True
     thank_you: bool = True
+    digest: bool = True  # the owner's digest (overdue, due today, critical open) at each opening
 
 
 @dataclass(frozen=True)
@@ -449,6 +450,7 @@ def _parse_replies(t: _Table, config_path: Path | None) -> RepliesConfig:
         templates_dir=templates_dir,
         expectations=t.get("expectations", bool, True),
         thank_you=t.get("thank_you", bool, True),
+        digest=t.get("digest", bool, True),
     )
     t.done()
     return replies

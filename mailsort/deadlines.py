@@ -26,6 +26,9 @@ CLIENT_LABELS = ("critical", "routine")  # set-aside rows and other labels have 
 # A first sync of an old mailbox must not turn years of mail into an overdue list: mail handled more
 # than this long after it arrived is backlog (the same limit as policy's age limit for replies).
 BACKLOG_AGE = timedelta(days=3)
+# The sync pass tracks unanswered mail (Overdue label, digest) for this long after it arrived: a "thanks!"
+# that never needed an answer must not sit in every digest forever. `mailsort due` still lists it all.
+TRACK_FOR = timedelta(days=30)
 _ID = re.compile(r"<[^<>\s]+>")
 
 

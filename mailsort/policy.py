@@ -26,6 +26,7 @@ from typing import Any, Mapping, Protocol
 
 from .autoreply import Guard, may_auto_reply
 from .calendar import NeverOpenError, WorkCalendar
+from .clients import client_label, match_any
 from .config import Absence, AccountConfig, ClientConfig, Config, FoldersConfig, LabelsConfig, RepliesConfig
 from .errors import ConfigError
 from .message import Message
@@ -230,17 +231,9 @@ def _rule_field(key: str, name: str, value: Any) -> Any:
 
 
 def resolve_client(message: Message, clients: tuple[ClientConfig, ...]) -> ClientConfig | None:
-    """The client this message is from: an exact address match wins over a domain (or subdomain) match."""
-    addresses = {message.sender, *message.reply_to} - {""}
-    for client in clients:
-        if addresses & set(client.addresses):
-            return client
-    domains = {a.rpartition("@")[2] for a in addresses}
-    for client in clients:
-        for domain in client.domains:
-            if any(d == domain or d.endswith("." + domain) for d in domains):
-                return client
-    return None
+    """The client this message is from (clients.match_any over From, then Reply-To): an exact address
+    wins over a domain, a more specific domain over a broader one."""
+    return match_any([a for a in (message.sender, *message.reply_to) if a], clients)
 
 
 def return_day(calendar: WorkCalendar, absence: Absence) -> date | None:
@@ -289,6 +282,8 @@ def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, histo
     actions: list[Action] = []
     if rule.label:
         actions.append(Action("label", settings.labels.critical if critical else settings.labels.routine))
+        if client is not None:  # the client's whole history one search away, in any mail program
+            actions.append(Action("label", client_label(client, settings.labels)))
     if rule.flag:
         actions.append(Action("flag", FLAGGED))
     if rule.move:

@@ -310,3 +310,23 @@ def build_reply(message: Message, action: "Action", *, calendar: "WorkCalendar",
     reply.set_content(body, charset="utf-8", cte="quoted-printable" if ascii_share > 0.7 else "base64")
     reply["Content-Language"] = language  # after set_content, which clears Content-* headers
     return reply
+
+
+def owner_message(subject: str, body: str, *, key: str, from_address: str, to: str, now: datetime,
+                  tz: Any = None) -> EmailMessage:
+    """A note from mailsort to the owner (the digest at an opening, the welcome-back list): not a reply,
+    so no In-Reply-To; `Auto-Submitted: auto-generated` so that no responder (our own guard included,
+    when it lands in the watched INBOX) ever answers it. Pure: the Message-ID comes from `key`, the
+    outbox's dedupe key, so the same note is one row and one mail however often it is built."""
+    mail = EmailMessage(policy=SMTP)
+    sender = clean_line(from_address, 300)
+    mail["From"] = Address(display_name="mailsort", addr_spec=sender)
+    mail["To"] = Address(addr_spec=clean_line(to, 300))
+    mail["Subject"] = clean_line(subject, 300)
+    mail["Date"] = email.utils.format_datetime(now.astimezone(tz) if tz is not None else now)
+    mail["Message-ID"] = reply_message_id(key, sender)
+    mail["Auto-Submitted"] = "auto-generated"
+    mail["X-Auto-Response-Suppress"] = "All"
+    mail["X-Mailer"] = "mailsort"
+    mail.set_content(body if body.endswith("\n") else body + "\n", charset="utf-8", cte="quoted-printable")
+    return mail

@@ -293,6 +293,31 @@ class Store:
             db.executemany("UPDATE messages SET overdue_labelled=1 WHERE account=? AND message_id=?",
                            [(account, m) for m in message_ids])
 
+    # --- client workflows (workflows.py): answered / overdue bookkeeping
+
+    def open_messages(self, account: str, since: datetime) -> list[HandledMessage]:
+        """Client mail that arrived since `since` and still waits for an answer, plus any mail that
+        carries the Overdue label: what the reply-deadline step needs, without reading all history."""
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE account=? AND label IN ('critical', 'routine') AND (overdue_labelled=1 "
+            "OR (answered_at IS NULL AND COALESCE(arrived_at, handled_at) >= ?)) ORDER BY COALESCE(arrived_at, handled_at)",
+            (account, iso(since)))
+        return [_handled(r) for r in rows]
+
+    def set_answered_many(self, account: str, answers: Iterable[tuple[str, datetime]]) -> int:
+        """`set_answered` for many (Message-ID, time) pairs in one transaction; returns rows changed."""
+        with self.transaction() as db:
+            cursor = db.executemany(
+                "UPDATE messages SET answered_at=? WHERE account=? AND message_id=? AND answered_at IS NULL",
+                [(iso(when), account, mid) for mid, when in answers])
+            return cursor.rowcount
+
+    def clear_overdue_labelled(self, account: str, message_ids: Iterable[str]) -> None:
+        """The Overdue label came off these messages (they were answered)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET overdue_labelled=0 WHERE account=? AND message_id=?",
+                           [(account, m) for m in message_ids])
+
     # ------------------------------------------------------------------------------ outbox
 
     def queue(self, entry: OutboxEntry) -> int | None:

@@ -37,6 +37,7 @@ from .errors import MailsortError, ServerError
 from .imap import FetchedMessage, ImapSession, UidValidityChanged, keyword_for, open_session
 from .message import Message, UnparseableMessage
 from .store import FolderState, HandledMessage, OutboxEntry, Store, from_iso, iso
+from .workflows import run_workflows
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,9 @@ class _AccountPass:
             self._guard(folder, lambda: self.sync_folder(folder))
         if not self.dry_run:
             self._guard("notifications", self.notify)
+            self._guard("client workflows", lambda: run_workflows(  # answered, Overdue, digest, thank-yous
+                self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
+                now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
             self._guard("sending replies", self.send_due)
         self._guard("returning the later folder", self.return_from_later)
 

@@ -28,8 +28,8 @@ class V:
     p_critical: float = 0.5
 
 
-def config(policy=None, notify="command", **replies):
-    data = {
+def _raw_config(notify="command", **replies):
+    return {
         "calendar": {"timezone": "Europe/Madrid",
                      "hours": {d: ["09:00-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")},
                      "absence": [{"start": date(2026, 12, 24), "end": date(2027, 1, 6), "note": "Christmas"}]},
@@ -39,6 +39,10 @@ def config(policy=None, notify="command", **replies):
         "client": [{"name": "Acme", "domains": ["acme.example"], "language": "es"},
                    {"name": "Rossi", "addresses": ["maria@client.example"]}],
     }
+
+
+def config(policy=None, notify="command", **replies):
+    data = _raw_config(notify, **replies)
     if policy is not None:
         data["policy"] = policy
     return parse_config(data)
@@ -52,7 +56,12 @@ def run(msg=None, label="routine", now=OPEN, history=History(), cfg=None):
 
 
 def kinds(decision):
-    return [(a.type, a.target or a.template) for a in decision.actions]
+    """The actions, without the client label (the default sender is client Rossi; see the client tests)."""
+    return [(a.type, a.target or a.template) for a in decision.actions if not a.target.startswith("Client/")]
+
+
+def client_labels(decision):
+    return [a.target for a in decision.of_type("label") if a.target.startswith("Client/")]
 
 
 def test_critical_open_labels_and_flags_only():
@@ -156,6 +165,33 @@ def test_client_by_address_and_language_from_message():
     d = run(now=CLOSED, msg=message(date=CLOSED, lang="it"))
     assert d.client == "Rossi"
     assert d.of_type("reply")[0].language == "it"
+
+
+@pytest.mark.parametrize("label,now", [("routine", OPEN), ("critical", CLOSED), ("routine", IN_ABSENCE)])
+def test_client_mail_gets_the_client_label_in_every_situation(label, now):
+    d = run(label=label, now=now, msg=message(date=now))
+    assert [a.target for a in d.of_type("label")] == [label.capitalize(), "Client/Rossi"]
+
+
+def test_client_robot_mail_is_labelled_too_and_strangers_get_no_client_label():
+    robot = run(now=CLOSED, msg=message(date=CLOSED, sender="alerts@acme.example", extra={"Auto-Submitted": "auto-generated"}))
+    assert robot.robot and client_labels(robot) == ["Client/Acme"]
+    stranger = run(now=CLOSED, msg=message(date=CLOSED, sender="someone@elsewhere.example"))
+    assert stranger.client is None and client_labels(stranger) == []
+
+
+def test_most_specific_client_wins_and_the_prefix_comes_from_the_config():
+    cfg = parse_config({**_raw_config(), "labels": {"client_prefix": "Clienti/"},
+                        "client": [{"name": "Acme", "domains": ["acme.example"]},
+                                   {"name": "Acme Shop", "domains": ["shop.acme.example"]}]})
+    d = run(now=OPEN, msg=message(date=OPEN, sender="orders@eu.shop.acme.example"), cfg=cfg)
+    assert d.client == "Acme Shop" and client_labels(d) == [] and ("label", "Clienti/Acme Shop") in [
+        (a.type, a.target) for a in d.actions]
+
+
+def test_a_label_rule_switched_off_means_no_client_label_either():
+    d = run(now=OPEN, cfg=config(policy={"routine_open": {"label": False}}))
+    assert d.of_type("label") == ()
 
 
 def test_client_by_subdomain_and_its_configured_language_wins():

@@ -1,0 +1,452 @@
+"""Client workflows in the sync pass: answered mail, Overdue labels, the owner's digest, thank-yous.
+
+The imperative shell around the pure modules `deadlines`, `absences`, `clients`, `policy` and
+`replies`: it reads and writes the store, talks IMAP through the pass's own session and queues mail in
+the outbox. `sync._AccountPass.run` calls `run_workflows` once per account pass, after the
+notifications and before the outbox is sent, so whatever it queues goes out in the same pass.
+
+The steps, each independent of the others (one failing never stops the next):
+
+1. **Answered.** The Sent folder is read incrementally (by UID; only the header fields that matter) and
+   every message named in a human reply's In-Reply-To or References is `store.set_answered`. Our own
+   automatic mail (Auto-Submitted) is no answer. To keep a pass with nothing to do at one STATUS per
+   watched folder, Sent is looked at only when something is waiting for an answer, and then at most
+   every `SENT_SCAN_EVERY`, except when a decision hangs on it: a message about to turn overdue, or a
+   digest about to be written, always gets a fresh look first.
+2. **Overdue.** Mail past its deadline (N working hours, counted on the calendar) gets the Overdue
+   label once; answered mail loses it. The message is found by Message-ID in the watched folders and
+   the *later* folder, since a MOVE changes its UID.
+3. **Digest.** At each opening the owner gets one mail: overdue, due today, critical still open
+   (nothing when all three are empty). `replies.digest = false` turns it off.
+4. **After an absence.** At the first pass at or after the first opening that follows an absence,
+   everyone who wrote during it and is still waiting gets one `back` thank-you in their language
+   (`replies.thank_you = false` turns it off), and the owner gets the list of who wrote.
+
+Every mail goes through the outbox, whose UNIQUE dedupe key makes it exactly-once whatever the number
+of passes or crashes; replies to clients also pass the RFC 3834 guard. Notes to the owner are not
+replies: they carry `Auto-Submitted: auto-generated`, so the guard (ours or anyone's) never answers them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import imaplib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from .absences import absence_digest_text, just_ended, thank_you_due, writers_during
+from .autoreply import may_auto_reply
+from .calendar import WorkCalendar
+from .config import Absence, AccountConfig, Config
+from .deadlines import (TRACK_FOR, classify_due, digest_due, digest_text, first_answers, needs_answer, newly_overdue,
+                        overdue_to_clear)
+from .errors import MailsortError
+from .imap import ImapSession, imap_quote, keyword_for, parse_search, uid_set_chunks
+from .message import Message
+from .policy import Action, Settings, choose_language, resolve_client
+from .store import HandledMessage, OutboxEntry, Store, from_iso, iso
+
+if TYPE_CHECKING:
+    from .replies import Templates
+
+log = logging.getLogger(__name__)
+
+SENT_SCAN_EVERY = timedelta(minutes=5)
+FIRST_SCAN_MARGIN = timedelta(days=7)  # the first look at Sent reaches this far before the oldest open mail
+ABSENCE_LOOKBACK = timedelta(days=3)  # a first pass ever does not thank people for an absence long past
+FETCH_BATCH = 500  # Sent messages per UID FETCH
+SEARCH_IDS = 25  # Message-IDs per UID SEARCH (OR chains)
+SENT_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES DATE AUTO-SUBMITTED"
+
+META_SENT = "sent_scan"  # {"folder", "uidvalidity", "last_uid"}: how far Sent has been read
+META_SENT_AT = "sent_scan_at"
+META_DIGEST = "last_digest"
+META_ABSENCES = "absence_check"
+
+
+class WorkflowError(MailsortError):
+    """One or more workflow steps failed; the message lists them. The others still ran."""
+
+
+@dataclass(frozen=True)
+class WorkflowReport:
+    """What one run did (for logs and tests)."""
+
+    scanned: int = 0  # Sent messages read
+    answered: int = 0
+    overdue_labelled: int = 0
+    overdue_cleared: int = 0
+    queued: tuple[str, ...] = ()  # templates of the mail queued: "digest", "back", "absence_digest"
+    errors: tuple[str, ...] = field(default=())
+
+
+def run_workflows(config: Config, account: AccountConfig, *, store: Store, session: ImapSession,
+                  calendar: WorkCalendar, now: datetime, templates: "Templates | None" = None,
+                  settings: Settings | None = None, counts: dict[str, int] | None = None) -> WorkflowReport:
+    """Run every step for one account. `counts` (the pass's tally) gets the number of mails queued.
+    Raises WorkflowError after all steps ran when any of them failed. `templates` and `settings` are
+    the pass's own when it built them already; otherwise they are built here, and only when needed."""
+    run = _Run(config, account, store, session, calendar, now, templates, settings)
+    run.step("reading the Sent folder", run.answered)
+    run.step("overdue labels", run.overdue)
+    run.step("the digest", run.digest)
+    run.step("the end of an absence", run.absences)
+    if counts is not None:
+        counts["queued"] += len(run.queued)
+    report = run.report()
+    if report.errors:
+        raise WorkflowError("; ".join(report.errors))
+    return report
+
+
+class _Run:
+    def __init__(self, config: Config, account: AccountConfig, store: Store, session: ImapSession,
+                 calendar: WorkCalendar, now: datetime, templates: Templates | None, settings: Settings | None):
+        self.config, self.account, self.store, self.session = config, account, store, session
+        self.calendar, self.now, self._templates, self._settings = calendar, now, templates, settings
+        self.name = account.name
+        self.hours = config.replies.reply_within_hours
+        self.counts = {"scanned": 0, "answered": 0, "overdue_labelled": 0, "overdue_cleared": 0}
+        self.queued: list[str] = []
+        self.errors: list[str] = []
+        self._open: list[HandledMessage] | None = None
+
+    def step(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except MailsortError as exc:
+            log.error("%s: %s: %s", self.name, what, exc)
+            self.errors.append(f"{what}: {exc}")
+
+    def report(self) -> WorkflowReport:
+        return WorkflowReport(queued=tuple(self.queued), errors=tuple(self.errors), **self.counts)
+
+    # ------------------------------------------------------------------------------ inputs
+
+    def open_rows(self) -> list[HandledMessage]:
+        """Mail still waiting for an answer (within TRACK_FOR) and answered mail still labelled Overdue."""
+        if self._open is None:
+            self._open = self.store.open_messages(self.name, since=self.now - TRACK_FOR)
+        return self._open
+
+    def _forget_rows(self) -> None:
+        self._open = None
+
+    @property
+    def templates(self) -> Templates:
+        if self._templates is None:
+            from .replies import Templates  # jinja2 is loaded only when a reply is written
+
+            self._templates = Templates.load(self.config.replies.templates_dir)
+        return self._templates
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_config(self.config, self.account, self.templates)
+        return self._settings
+
+    @property
+    def owner(self) -> str:
+        if self.account.addresses:
+            return self.account.addresses[0]
+        username = self.account.imap.username or ""
+        return username.lower() if "@" in username else ""
+
+    # ------------------------------------------------------------------------------ 1. answered
+
+    def answered(self) -> None:
+        rows = self.open_rows()
+        waiting = [r for r in rows if r.answered_at is None and r.message_id and needs_answer(r)]
+        labelled = [r for r in rows if r.overdue_labelled]
+        if not waiting and not labelled:
+            return
+        last = from_iso(self.store.get_meta(self.name, META_SENT_AT))
+        urgent = bool(newly_overdue(classify_due(waiting, self.now, self.calendar, self.hours))) or self._digest_due()
+        if not urgent and last is not None and last <= self.now < last + SENT_SCAN_EVERY:
+            return
+        since = min(r.arrived_at or r.handled_at for r in waiting or labelled) - FIRST_SCAN_MARGIN
+        headers = self._new_sent_headers(since)
+        self.store.set_meta(self.name, META_SENT_AT, iso(self.now))
+        self.counts["scanned"] += len(headers)
+        answers = first_answers(headers)
+        if not answers:
+            return
+        known = {r.message_id for r in rows if r.answered_at is None}
+        changed = self.store.set_answered_many(self.name, [(mid, when) for mid, when in answers.items() if mid in known])
+        if changed:
+            self.counts["answered"] += changed
+            self._forget_rows()
+            log.info("%s: %d message(s) answered (found in Sent)", self.name, changed)
+
+    def _new_sent_headers(self, since: datetime) -> list[tuple[str | None, str | None, datetime | None, str | None]]:
+        """(In-Reply-To, References, Date, Auto-Submitted) of the Sent mail not read before; remembers how
+        far it read. The first time (or after UIDVALIDITY changed) only mail since `since` is read."""
+        folder = self.session.special_folder("\\Sent", self.config.folders.sent, "Sent")
+        if folder not in self.session.folders():
+            return []
+        status = self.session.status(folder)
+        until = status.uidnext - 1
+        state = _json(self.store.get_meta(self.name, META_SENT))
+        headers: list[bytes] = []
+        if state.get("folder") == folder and state.get("uidvalidity") == status.uidvalidity:
+            after = int(state.get("last_uid", 0))
+            for start in range(after + 1, until + 1, FETCH_BATCH):
+                headers += _fetch_header_fields(self.session, folder, f"{start}:{min(start + FETCH_BATCH - 1, until)}")
+        elif until > 0:
+            uids = [u for u in _search(self.session, folder, f"UID 1:{until} SINCE {_imap_date(since)}") if u <= until]
+            for start in range(0, len(uids), FETCH_BATCH):
+                for uid_set in uid_set_chunks(uids[start:start + FETCH_BATCH]):
+                    headers += _fetch_header_fields(self.session, folder, uid_set)
+        self.store.set_meta(self.name, META_SENT, json.dumps({"folder": folder, "uidvalidity": status.uidvalidity,
+                                                              "last_uid": until}))
+        return [_answer_fields(raw, self.now) for raw in headers]
+
+    # ------------------------------------------------------------------------------ 2. overdue
+
+    def overdue(self) -> None:
+        rows = self.open_rows()
+        label = self.config.labels.overdue
+        clear = overdue_to_clear(rows, self.now)
+        if clear:
+            self._unlabel([r.message_id for r in clear if r.message_id], label)
+            self.store.clear_overdue_labelled(self.name, [r.message_id for r in clear])
+            self.counts["overdue_cleared"] += len(clear)
+            log.info("%s: Overdue label taken off %d answered message(s)", self.name, len(clear))
+        report = classify_due([r for r in rows if r.answered_at is None], self.now, self.calendar, self.hours)
+        fresh = [m for m in newly_overdue(report) if m.message_id]
+        if fresh:
+            self._label([m.message_id for m in fresh], label)
+            self.store.set_overdue_labelled(self.name, [m.message_id for m in fresh])
+            self.counts["overdue_labelled"] += len(fresh)
+            log.info("%s: %d message(s) labelled %s", self.name, len(fresh), label)
+        if clear or fresh:
+            self._forget_rows()
+
+    def _places(self) -> list[str]:
+        """Where client mail may be: the watched folders and the later folder (that exist)."""
+        existing = self.session.folders()
+        wanted = dict.fromkeys([*self.account.folders, self.config.folders.later])
+        return [f for f in wanted if f.upper() == "INBOX" or f in existing]
+
+    def _label(self, message_ids: Sequence[str], label: str) -> None:
+        mode = self.session.label_mode
+        if mode == "folder":  # COPY is not idempotent: leave out what a crashed pass copied already
+            message_ids = [m for m in message_ids if not self.session.find_message_id(label, m)]
+        for folder in self._places():
+            uids = _find(self.session, folder, message_ids)
+            if not uids:
+                continue
+            if mode == "keyword":
+                self.session.add_keywords(folder, uids, (keyword_for(label),))
+            elif mode == "gmail":
+                self.session.gmail_label(folder, uids, label)
+            else:
+                self.session.copy_to_label_folder(folder, uids, label)
+
+    def _unlabel(self, message_ids: Sequence[str], label: str) -> None:
+        mode = self.session.label_mode
+        if mode == "folder":
+            if label in self.session.folders():
+                _delete(self.session, label, _find(self.session, label, message_ids))
+            return
+        for folder in self._places():
+            uids = _find(self.session, folder, message_ids)
+            if not uids:
+                continue
+            if mode == "keyword":
+                self.session.set_flag(folder, uids, keyword_for(label), value=False)
+            else:
+                _store(self.session, folder, uids, "-X-GM-LABELS", imap_quote(label))
+
+    # ------------------------------------------------------------------------------ 3. digest
+
+    def _digest_due(self) -> bool:
+        if not self.config.replies.digest or self.config.replies.mode == "off" or not self.owner:
+            return False
+        return digest_due(from_iso(self.store.get_meta(self.name, META_DIGEST)), self.now, self.calendar)
+
+    def digest(self) -> None:
+        if not self._digest_due():
+            return
+        opening = self.calendar.last_opening(self.now) or self.now
+        rows = [r for r in self.open_rows() if r.answered_at is None]
+        report = classify_due(rows, self.now, self.calendar, self.hours)
+        if not report.empty:
+            subject, body = digest_text(report, self.now, self.calendar.tz)
+            self._to_owner("digest", f"{self.name}\x1fdigest\x1f{iso(opening)}", subject, body, self.now)
+        self.store.set_meta(self.name, META_DIGEST, iso(self.now))
+
+    # ------------------------------------------------------------------------------ 4. absences
+
+    def absences(self) -> None:
+        last = from_iso(self.store.get_meta(self.name, META_ABSENCES)) or self.now - ABSENCE_LOOKBACK
+        for absence in self.calendar.absences:
+            if just_ended((absence,), self.now, self.calendar, last) is not None:
+                self._after_absence(absence)
+        if self.now > last:
+            self.store.set_meta(self.name, META_ABSENCES, iso(self.now))
+
+    def _after_absence(self, absence: Absence) -> None:
+        due = thank_you_due(absence, self.calendar) or self.now
+        tz = self.calendar.tz
+        start = datetime.combine(absence.start, time(0), tzinfo=tz)
+        writers = writers_during(self.store.messages(self.name, since=start), absence, tz)
+        mode = self.config.replies.mode
+        if self.config.replies.thank_you and mode != "off":
+            for writer in writers:
+                if not writer.answered:  # someone the owner already answered needs no "I am back"
+                    self._thank(writer.messages[0], writer.language, due)
+        if mode != "off":
+            subject, body = absence_digest_text(absence, writers, self.now, tz)
+            key = f"{self.name}\x1fabsence\x1f{absence.start.isoformat()}:{absence.end.isoformat()}"
+            self._to_owner("absence_digest", key, subject, body, due)
+
+    def _thank(self, row: HandledMessage, language: str, send_at: datetime) -> None:
+        """Queue the `back` reply to the first message a writer sent while the owner was away. The guard
+        runs without `min_days_between`: the absence notice a few days ago is what this follows up."""
+        from .replies import build_reply, dedupe_key
+
+        message = _message_of(row, language)
+        guard = may_auto_reply(message, self.settings.own_addresses, (), self.now, 0)
+        if not guard.allowed:
+            log.info("%s: no thank-you to %s: %s", self.name, row.sender, guard.reason)
+            return
+        client = resolve_client(message, self.settings.clients)
+        action = Action("reply", template="back", language=choose_language(message, "back", client, self.settings),
+                        to=guard.to, send_at=send_at)
+        from_address = self.owner or "me@localhost.invalid"
+        reply = build_reply(message, action, calendar=self.calendar, settings=self.settings, now=self.now,
+                            from_address=from_address, templates=self.templates, account=self.name)
+        self._queue(OutboxEntry(
+            id=None, account=self.name, template="back", recipient=guard.to, message_id=str(reply["Message-ID"]),
+            in_reply_to=row.message_id, dedupe_key=dedupe_key(self.name, message, "back"), raw=reply.as_bytes(),
+            mode=self.config.replies.mode, send_at=max(self.now, send_at), created_at=self.now))
+
+    # ------------------------------------------------------------------------------ queueing
+
+    def _to_owner(self, template: str, key: str, subject: str, body: str, send_at: datetime) -> None:
+        if not self.owner:
+            return
+        from .replies import owner_message
+
+        mail = owner_message(subject, body, key=key, from_address=self.owner, to=self.owner, now=self.now,
+                             tz=self.calendar.tz)
+        self._queue(OutboxEntry(
+            id=None, account=self.name, template=template, recipient=self.owner, message_id=str(mail["Message-ID"]),
+            in_reply_to="", dedupe_key=key, raw=mail.as_bytes(), mode=self.config.replies.mode,
+            send_at=max(self.now, send_at), created_at=self.now))
+
+    def _queue(self, entry: OutboxEntry) -> None:
+        if self.store.queue(entry) is not None:
+            self.queued.append(entry.template)
+            log.info("%s: queued %s for %s at %s", self.name, entry.template, entry.recipient, entry.send_at.isoformat())
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _imap_date(t: datetime) -> str:
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    day = t.astimezone(timezone.utc).date()
+    return f"{day.day}-{months[day.month - 1]}-{day.year}"
+
+
+def _answer_fields(raw: bytes, now: datetime) -> tuple[str | None, str | None, datetime | None, str | None]:
+    """(In-Reply-To, References, Date, Auto-Submitted) from a header block; a missing or unreadable
+    Date counts as `now` (the answer is there, we only do not know since when)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    when: datetime | None = None
+    text = headers.get("Date")
+    if text:
+        try:
+            when = email.utils.parsedate_to_datetime(str(text))
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    value = lambda name: " ".join(str(headers.get(name)).split()) if headers.get(name) is not None else None  # noqa: E731
+    return value("In-Reply-To"), value("References"), when or now, value("Auto-Submitted")
+
+
+def _message_of(row: HandledMessage, language: str) -> Message:
+    """A Message for a stored row, enough to build and guard a reply to it (the reply goes where the
+    automatic replies to it went: the `to` of its reply action, else the sender)."""
+    to = next((a.get("to") for a in row.decision.get("actions", []) if a.get("type") == "reply" and a.get("to")), "")
+    reply_to = (to,) if to and to != row.sender else ()
+    return Message(message_id=row.message_id, subject=row.subject, sender=row.sender, sender_name=row.sender_name,
+                   reply_to=reply_to, date=row.arrived_at, language=language or row.language)
+
+
+# ---------------------------------------------------------------------------------- IMAP bits
+# imap.ImapSession offers no header-field FETCH, no free-form SEARCH and no label removal for Gmail or
+# folder mode yet; these go through its `_run`, which keeps the reconnect-and-retry in one place.
+
+_ID_UNSAFE = re.compile(r'[\r\n"\\]')
+
+
+def _search(session: ImapSession, folder: str, criteria: str) -> list[int]:
+    def op(client: imaplib.IMAP4) -> list[int]:
+        typ, data = client.uid("SEARCH", criteria)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"UID SEARCH: {data!r}")
+        return parse_search(data)
+
+    return session._run(f"SEARCH {folder}", op, folder=folder)
+
+
+def _find(session: ImapSession, folder: str, message_ids: Iterable[str]) -> list[int]:
+    """UIDs of the messages with these Message-IDs in the folder (a few IDs per SEARCH, OR-chained)."""
+    ids = [c for c in (_ID_UNSAFE.sub("", m).strip() for m in message_ids) if c]
+    found: set[int] = set()
+    for start in range(0, len(ids), SEARCH_IDS):
+        keys = [f'HEADER Message-ID "{m}"' for m in ids[start:start + SEARCH_IDS]]
+        found.update(_search(session, folder, " ".join(["OR"] * (len(keys) - 1) + keys)))
+    return sorted(found)
+
+
+def _fetch_header_fields(session: ImapSession, folder: str, uid_set: str) -> list[bytes]:
+    """The SENT_FIELDS header block of each message in the UID set (nothing marked read)."""
+    def op(client: imaplib.IMAP4) -> list[bytes]:
+        typ, data = client.uid("FETCH", uid_set, f"(UID BODY.PEEK[HEADER.FIELDS ({SENT_FIELDS})])")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"UID FETCH: {data!r}")
+        return [item[1] for item in data or () if isinstance(item, tuple) and len(item) > 1 and isinstance(item[1], bytes)]
+
+    return session._run(f"FETCH {folder}", op, folder=folder)
+
+
+def _store(session: ImapSession, folder: str, uids: Sequence[int], item: str, value: str) -> None:
+    for uid_set in uid_set_chunks(uids):
+        def op(client: imaplib.IMAP4, uid_set: str = uid_set) -> None:
+            typ, data = client.uid("STORE", uid_set, item, f"({value})")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"UID STORE {item}: {data!r}")
+
+        session._run(f"STORE {folder}", op, folder=folder, write=True)
+
+
+def _delete(session: ImapSession, folder: str, uids: Sequence[int]) -> None:
+    """Folder mode: take a label copy away (\\Deleted, then UID EXPUNGE of exactly those UIDs; without
+    UIDPLUS they stay marked \\Deleted for the mail program to purge: we never expunge other mail)."""
+    if not uids:
+        return
+    _store(session, folder, uids, "+FLAGS.SILENT", "\\Deleted")
+    if "UIDPLUS" in session.capabilities:
+        for uid_set in uid_set_chunks(uids):
+            session._run(f"EXPUNGE {folder}", lambda client, s=uid_set: client.uid("EXPUNGE", s), folder=folder,
+                         write=True)
