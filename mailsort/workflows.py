@@ -327,7 +327,7 @@ class _Run:
         self._queue(OutboxEntry(
             id=None, account=self.name, template="back", recipient=guard.to, message_id=str(reply["Message-ID"]),
             in_reply_to=row.message_id, dedupe_key=dedupe_key(self.name, message, "back"), raw=reply.as_bytes(),
-            mode=self.config.replies.mode, send_at=max(self.now, send_at), created_at=self.now))
+            mode=self.config.replies.mode, send_at=send_at, created_at=self.now))
 
     # ------------------------------------------------------------------------------ queueing
 
@@ -341,7 +341,7 @@ class _Run:
         self._queue(OutboxEntry(
             id=None, account=self.name, template=template, recipient=self.owner, message_id=str(mail["Message-ID"]),
             in_reply_to="", dedupe_key=key, raw=mail.as_bytes(), mode=self.config.replies.mode,
-            send_at=max(self.now, send_at), created_at=self.now))
+            send_at=send_at, created_at=self.now))
 
     def _queue(self, entry: OutboxEntry) -> None:
         if self.store.queue(entry) is not None:

@@ -92,6 +92,23 @@ def test_explain_json_with_a_given_label(tmp_path, capsys):
     assert "lunedì 30 novembre 2026" in doc["replies"][0]["body"]
 
 
+def test_explain_shows_the_client_and_its_label(tmp_path, capsys):
+    config = write_config(tmp_path)
+    mail = tmp_path / "m.eml"
+    mail.write_bytes(eml(date=datetime.fromisoformat(FRIDAY_NIGHT)))
+    args = ("--config", str(config), "explain", "--label", "routine", "--now", FRIDAY_NIGHT)
+    status, out, _ = cli(capsys, *args, str(mail))
+    assert status == 0
+    assert "routine (p_critical 0.00), language en, client Rossi" in out
+    assert "    label Client/Rossi" in out
+    doc = json.loads(cli(capsys, *args, "--json", str(mail))[1])
+    assert doc["client"] == "Rossi" and {"type": "label", "target": "Client/Rossi"} in doc["actions"]
+    # a stranger: no client, no client label
+    mail.write_bytes(eml(sender="Bob <bob@elsewhere.example>", date=datetime.fromisoformat(FRIDAY_NIGHT)))
+    doc = json.loads(cli(capsys, *args, "--json", str(mail))[1])
+    assert doc["client"] is None and [a["target"] for a in doc["actions"] if a["type"] == "label"] == ["Routine"]
+
+
 def test_explain_text_for_a_list_message(tmp_path, capsys):
     config = write_config(tmp_path)
     mail = tmp_path / "news.eml"

@@ -1,0 +1,154 @@
+"""Issue 7, end to end on Dovecot + aiosmtpd through `mailsort sync --now`: the client workflows.
+
+New-client expectations once, the Overdue label at the working-hours deadline (and off again once the
+owner's reply is in Sent), the owner's digest once per opening, and the absence round: one absence
+notice per client, one thank-you at the first opening after it, the owner's list of who wrote.
+
+Dates lie in the past on purpose (Dovecot stores a future APPEND date as "now"); the week of Monday
+16 November 2026 is Mon-Fri 09:00-17:30 in Madrid.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsort.imap import keyword_for
+from workflow_support import Rig, at, client_mail, owner_reply
+
+pytestmark = pytest.mark.dovecot
+
+ACME = '\n[[client]]\nname = "Acme"\ndomains = ["acme.example"]\n'
+ROSSI = '\n[[client]]\nname = "Rossi"\naddresses = ["marco@rossi.example"]\nlanguage = "it"\n'
+ABSENCE = '\n[[calendar.absence]]\nstart = 2026-11-16\nend = 2026-11-18\nnote = "a conference"\n'
+
+
+def text(mail) -> str:
+    return mail.get_payload(decode=True).decode("utf-8")
+
+
+def to(rig: Rig, address: str) -> list:
+    return [m for m in rig.received() if address in m["To"]]
+
+
+# ------------------------------------------------------------------------------ expectations
+
+
+def test_a_brand_new_sender_gets_the_expectations_mail_exactly_once_across_three_syncs(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch):
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch)
+    body = "Hola, ¿podría cambiar el texto de la página de contacto de nuestra web? Muchas gracias por su ayuda.\n"
+    rig.append(client_mail(sender="Lucía Gómez <lucia@nueva.example>", subject="Cambio de texto", body=body,
+                           date="2026-11-11 10:00", message_id="<n1@nueva.example>"), "2026-11-11 10:00")
+    first = rig.sync("2026-11-11 10:01")
+    assert (first["queued"], first["sent"]) == (1, 1), first
+
+    rig.append(client_mail(sender="Lucía Gómez <lucia@nueva.example>", subject="Otra cosa", body=body,
+                           date="2026-11-11 11:00", message_id="<n2@nueva.example>"), "2026-11-11 11:00")
+    second = rig.sync("2026-11-11 11:01")
+    # a week later: past min_days_between, so only "never seen before" can hold the note back
+    rig.append(client_mail(sender="Lucía Gómez <lucia@nueva.example>", subject="Una pregunta", body=body,
+                           date="2026-11-18 10:00", message_id="<n3@nueva.example>"), "2026-11-18 10:00")
+    third = rig.sync("2026-11-18 10:01")
+    assert (second["fetched"], second["queued"], third["fetched"]) == (1, 0, 1), (second, third)
+
+    [note] = to(rig, "lucia@nueva.example")
+    assert note["In-Reply-To"] == "<n1@nueva.example>" and note["Content-Language"] == "es"
+    assert "Mi horario de trabajo es" in text(note) and note["Auto-Submitted"] == "auto-replied"
+    assert [e.template for e in rig.outbox() if e.recipient == "lucia@nueva.example"] == ["expectations"]
+
+
+# ------------------------------------------------------------------------------ deadlines
+
+
+def test_overdue_at_the_working_hours_deadline_not_before_and_cleared_by_a_reply_in_sent(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch):
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=ACME)
+    late, answered = "<late@acme.example>", "<early@acme.example>"
+    for mid, subject in ((late, "New product photos"), (answered, "Footer text")):
+        rig.append(client_mail(sender="Ana <ana@acme.example>", subject=subject, date="2026-11-13 17:00",
+                               message_id=mid, body="Hello, please update this on the website when you can.\n"),
+                   "2026-11-13 17:00")
+    friday = rig.sync("2026-11-13 17:00")
+    assert friday["routine"] == 2 and friday["errors"] == []
+    inbox = rig.folder("INBOX")
+    assert all({"Routine", "Client/Acme"} <= set(inbox[m]) for m in (late, answered)), inbox
+
+    # The owner answers one of them on Tuesday: it never becomes overdue.
+    rig.append(owner_reply(to="ana@acme.example", subject="Footer text", in_reply_to=answered,
+                           date="2026-11-17 12:00", message_id="<r1@example.org>"), "2026-11-17 12:00", folder="Sent")
+
+    # Friday 17:00 + 24 working hours = 0.5 + 8.5 + 8.5 + 6.5: due Wednesday 15:30.
+    rig.sync("2026-11-18 15:29")
+    assert keyword_for("Overdue") not in rig.folder("INBOX")[late]
+    digests = to(rig, "owner@example.org")
+    assert len(digests) == 1 and "1 due today" in digests[0]["Subject"], [m["Subject"] for m in digests]
+    assert "New product photos" in text(digests[0]) and "Footer text" not in text(digests[0])
+
+    rig.sync("2026-11-18 15:31")
+    inbox = rig.folder("INBOX")
+    assert "Overdue" in inbox[late] and "Overdue" not in inbox[answered]
+    rows = {m.message_id: m for m in rig.messages()}
+    assert rows[late].overdue_labelled and rows[answered].answered_at == at("2026-11-17 12:00")
+
+    rig.sync("2026-11-18 15:45")
+    assert "Overdue" in rig.folder("INBOX")[late]
+    assert len(to(rig, "owner@example.org")) == 1  # one digest for the opening, however many passes
+
+    rig.append(owner_reply(to="ana@acme.example", subject="New product photos", in_reply_to=late,
+                           date="2026-11-18 16:00", message_id="<r2@example.org>"), "2026-11-18 16:00", folder="Sent")
+    rig.sync("2026-11-18 16:01")
+    assert "Overdue" not in rig.folder("INBOX")[late]
+    row = {m.message_id: m for m in rig.messages()}[late]
+    assert row.answered_at == at("2026-11-18 16:00") and not row.overdue_labelled
+
+    # The next morning's opening: nothing open, so no digest; nothing labelled again.
+    rig.sync("2026-11-19 09:01")
+    assert len(to(rig, "owner@example.org")) == 1 and "Overdue" not in rig.folder("INBOX")[late]
+
+
+# ------------------------------------------------------------------------------ absences
+
+
+@pytest.mark.parametrize("thank_you", [True, False])
+def test_absence_answers_a_client_once_and_thanks_them_at_the_first_opening_after_it(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch, thank_you):
+    extra = ("thank_you = false\n" if not thank_you else "") + ROSSI + ABSENCE
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=extra)
+    body = "Buongiorno, potrebbe aggiornare gli orari di apertura sul nostro sito? La ringrazio molto per l'aiuto.\n"
+    first, second = "<a1@rossi.example>", "<a2@rossi.example>"
+    rig.append(client_mail(sender="Marco Rossi <marco@rossi.example>", subject="Orari di apertura", body=body,
+                           date="2026-11-16 10:00", message_id=first), "2026-11-16 10:00")
+    monday = rig.sync("2026-11-16 10:01")
+    assert (monday["moved"], monday["queued"], monday["sent"]) == (1, 1, 1), monday
+    rig.append(client_mail(sender="Marco Rossi <marco@rossi.example>", subject="Ancora gli orari", body=body,
+                           date="2026-11-17 11:00", message_id=second), "2026-11-17 11:00")
+    tuesday = rig.sync("2026-11-17 11:01")
+    assert (tuesday["fetched"], tuesday["queued"], tuesday["sent"]) == (1, 0, 0), tuesday
+
+    [notice] = to(rig, "marco@rossi.example")
+    assert notice["In-Reply-To"] == first and notice["Content-Language"] == "it"
+    assert "giovedì 19 novembre 2026" in text(notice)
+
+    wednesday = rig.sync("2026-11-18 20:00")
+    assert wednesday["queued"] == 0 and rig.outbox("back") == [] and len(rig.received()) == 1
+
+    thursday = rig.sync("2026-11-19 09:01")
+    assert thursday["returned"] == 2 and thursday["errors"] == [], thursday
+    replies = to(rig, "marco@rossi.example")
+    welcome = [m for m in to(rig, "owner@example.org") if "welcome back" in m["Subject"]]
+    assert len(welcome) == 1 and "marco@rossi.example" in text(welcome[0]) and "2 messages" in text(welcome[0])
+    if thank_you:
+        [entry] = rig.outbox("back")
+        assert entry.send_at == at("2026-11-19 09:00") and entry.state == "sent"
+        assert len(replies) == 2
+        thanks = replies[1]
+        assert thanks["In-Reply-To"] == first and thanks["Content-Language"] == "it"
+        assert "La ringrazio per la pazienza" in text(thanks) and thanks["Auto-Submitted"] == "auto-replied"
+        assert thanks["Message-ID"] in rig.folder("Sent")
+    else:
+        assert rig.outbox("back") == [] and len(replies) == 1
+
+    rig.sync("2026-11-19 09:30")
+    rig.sync("2026-11-20 09:01")
+    assert len(to(rig, "marco@rossi.example")) == (2 if thank_you else 1)
+    assert len([m for m in to(rig, "owner@example.org") if "welcome back" in m["Subject"]]) == 1
