@@ -152,3 +152,37 @@ def test_absence_answers_a_client_once_and_thanks_them_at_the_first_opening_afte
     rig.sync("2026-11-20 09:01")
     assert len(to(rig, "marco@rossi.example")) == (2 if thank_you else 1)
     assert len([m for m in to(rig, "owner@example.org") if "welcome back" in m["Subject"]]) == 1
+
+
+@pytest.mark.parametrize("mode", ["keyword", "folder"])
+def test_overdue_finds_mail_that_went_to_later_and_back_and_labels_by_the_label_mode(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch, mode):
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=f'\n[labels]\nmode = "{mode}"\n')
+    mid = "<evening@shop.example>"
+    # In Sent before mailsort ever ran: a mail naming our message, filed in October. The first look at
+    # Sent reads only mail since a week before the oldest open message, so this one is never read (were
+    # it read, the message would count as answered in October and never be overdue).
+    rig.append(owner_reply(to="jane@shop.example", subject="Old thread", in_reply_to=mid, date="2026-10-01 10:00",
+                           message_id="<old@example.org>"), "2026-10-01 10:00", folder="Sent")
+    rig.append(client_mail(sender="Jane <jane@shop.example>", subject="Banner", date="2026-11-13 20:00",
+                           message_id=mid, body="Hello, please change the banner on the home page.\n"),
+               "2026-11-13 20:00")
+    rig.sync("2026-11-13 20:01")
+    assert mid in rig.folder("Later")
+    assert rig.sync("2026-11-16 09:01")["returned"] == 1  # back in INBOX under a new UID
+
+    # Closed on Friday evening: the 24 working hours start on Monday 09:00 and end on Wednesday 16:00.
+    rig.sync("2026-11-18 15:59")
+    overdue = (lambda: "Overdue" in rig.folder("INBOX")[mid]) if mode == "keyword" else (
+        lambda: mid in rig.folder("Overdue"))
+    assert not overdue()
+    rig.sync("2026-11-18 16:01")
+    assert overdue() and {m.message_id: m for m in rig.messages()}[mid].answered_at is None
+    rig.sync("2026-11-18 16:10")
+    if mode == "folder":
+        assert len(rig.folder("Overdue")) == 1  # labelled once: no second copy
+
+    rig.append(owner_reply(to="jane@shop.example", subject="Banner", in_reply_to=mid, date="2026-11-18 16:30",
+                           message_id="<r3@example.org>"), "2026-11-18 16:30", folder="Sent")
+    rig.sync("2026-11-18 16:31")
+    assert not overdue() and mid in rig.folder("INBOX")

@@ -102,3 +102,11 @@ def test_critical_mail_on_saturday_night_is_acknowledged_at_once_and_the_owner_t
     body = digests[0].get_payload(decode=True).decode()
     assert "1 critical open" in digests[0]["Subject"] and "Site down: error 500" in body
     assert len(rig.received("auto-replied")) == 1
+
+    # The digest lands in the owner's INBOX: mailsort sorts it like any mail and never answers it.
+    rig.append(digests[0].as_bytes(), "2026-11-16 09:31")
+    landed = rig.sync("2026-11-16 09:40")
+    assert (landed["fetched"], landed["queued"], landed["sent"]) == (1, 0, 0), landed
+    row = {m.message_id: m for m in rig.messages()}[digests[0]["Message-ID"]]
+    assert row.decision["auto_reply"]["allowed"] is False and "Auto-Submitted: auto-generated" in row.decision[
+        "auto_reply"]["reason"]

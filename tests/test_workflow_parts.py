@@ -1,0 +1,133 @@
+"""The pieces of the client workflows that need no server: reading Sent headers, the owner's notes, the
+store's bookkeeping, and the steps' independence (a failing step never stops the others)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime, timezone
+from email import message_from_bytes
+
+import pytest
+
+from mailsort.config import parse_config
+from mailsort.errors import ServerError
+from mailsort.replies import owner_message
+from mailsort.store import Store
+from mailsort.workflows import WorkflowError, _answer_fields, _imap_date, _message_of, run_workflows
+
+from workflow_support import MADRID, at, calendar, row
+
+
+def test_sent_header_fields_are_read_with_folded_references_and_a_fallback_date():
+    raw = (b"Message-ID: <r@example.org>\r\nIn-Reply-To: <a@x.example>\r\n"
+           b"References: <z@x.example>\r\n <a@x.example>\r\nDate: Wed, 18 Nov 2026 16:00:00 +0100\r\n\r\n")
+    in_reply_to, references, when, auto = _answer_fields(raw, at("2026-11-19 09:00"))
+    assert (in_reply_to, references, auto) == ("<a@x.example>", "<z@x.example> <a@x.example>", None)
+    assert when == at("2026-11-18 16:00")
+    now = at("2026-11-19 09:00")
+    assert _answer_fields(b"In-Reply-To: <a@x.example>\r\n\r\n", now)[2] == now  # no Date: the time we saw it
+    assert _answer_fields(b"Date: nonsense\r\n\r\n", now)[2] == now
+    naive = _answer_fields(b"Date: Wed, 18 Nov 2026 16:00:00 -0000\r\n\r\n", now)[2]
+    assert naive == datetime(2026, 11, 18, 16, 0, tzinfo=timezone.utc)
+    assert _answer_fields(b"Auto-Submitted: auto-replied\r\n\r\n", now)[3] == "auto-replied"
+
+
+def test_imap_dates_are_utc_days_in_english():
+    assert _imap_date(at("2026-11-06 00:30")) == "5-Nov-2026"  # 23:30 UTC the day before
+    assert _imap_date(at("2026-03-09 12:00")) == "9-Mar-2026"
+
+
+def test_a_stored_row_becomes_a_message_replied_to_where_its_replies_went():
+    stored = replace(row("2026-11-16 10:00", sender="marco@rossi.example"),
+                     decision={"situation": "routine_absence", "actions": [
+                         {"type": "reply", "template": "absence", "to": "desk@rossi.example"}]})
+    message = _message_of(stored, "it")
+    assert (message.sender, message.reply_to, message.language) == ("marco@rossi.example", ("desk@rossi.example",), "it")
+    plain = _message_of(row("2026-11-16 10:00", sender="marco@rossi.example"), "")
+    assert plain.reply_to == () and plain.language == "en"
+
+
+def test_owner_notes_are_auto_generated_deterministic_and_cannot_take_injected_headers():
+    now = at("2026-11-16 09:01")
+    mail = owner_message("Digest\r\nBcc: evil@x.example", "Body", key="work\x1fdigest\x1f2026-11-16T08:00:00+00:00",
+                         from_address="owner@example.org", to="owner@example.org", now=now, tz=MADRID)
+    again = owner_message("Digest\r\nBcc: evil@x.example", "Body", key="work\x1fdigest\x1f2026-11-16T08:00:00+00:00",
+                          from_address="owner@example.org", to="owner@example.org", now=now, tz=MADRID)
+    parsed = message_from_bytes(mail.as_bytes())
+    assert parsed["Auto-Submitted"] == "auto-generated" and parsed["In-Reply-To"] is None
+    assert parsed["Bcc"] is None and parsed["Subject"] == "Digest Bcc: evil@x.example"
+    assert parsed["Message-ID"] == again["Message-ID"] and parsed["Message-ID"].endswith("@example.org>")
+    assert parsed["Date"] == "Mon, 16 Nov 2026 09:01:00 +0100"
+
+
+def test_store_open_messages_and_answer_bookkeeping():
+    with Store(":memory:") as store:
+        waiting = row("2026-11-13 17:00", message_id="<w@x>")
+        answered = row("2026-11-13 17:00", message_id="<a@x>", answered="2026-11-16 10:00")
+        labelled = row("2026-09-01 10:00", message_id="<l@x>", answered="2026-11-16 10:00", overdue_labelled=True)
+        old = row("2026-09-01 10:00", message_id="<o@x>")
+        aside = replace(row("2026-11-13 17:00", message_id="<s@x>"), label="unparseable")
+        store.record_decisions([waiting, answered, labelled, old, aside])  # the journal knows no answers yet
+        store.set_answered("work", "<a@x>", answered.answered_at)
+        store.set_answered("work", "<l@x>", labelled.answered_at)
+        store.set_overdue_labelled("work", ["<l@x>"])
+        since = at("2026-10-19 00:00")
+        assert {m.message_id for m in store.open_messages("work", since)} == {"<w@x>", "<l@x>"}
+        assert store.set_answered_many("work", [("<w@x>", at("2026-11-17 12:00")), ("<a@x>", at("2026-11-17 12:00")),
+                                                ("<unknown@x>", at("2026-11-17 12:00"))]) == 1
+        store.clear_overdue_labelled("work", ["<l@x>"])
+        assert store.open_messages("work", since) == []
+        rows = {m.message_id: m for m in store.messages("work")}
+        assert rows["<w@x>"].answered_at == at("2026-11-17 12:00")
+        assert rows["<a@x>"].answered_at == at("2026-11-16 10:00")  # the first answer stays
+
+
+class BrokenSession:
+    """An IMAP session whose server is gone: every question fails."""
+
+    label_mode = "keyword"
+    capabilities = frozenset()
+
+    def special_folder(self, use, configured, fallback):
+        return configured or fallback
+
+    def folders(self, refresh=False):
+        raise ServerError("imap.example.org: connection lost 4 times")
+
+    def status(self, folder):
+        raise ServerError("imap.example.org: connection lost 4 times")
+
+
+def config(**replies):
+    return parse_config({
+        "calendar": {"timezone": "Europe/Madrid", "hours": {d: ["09:00-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")},
+                     "absence": [{"start": date(2026, 11, 16), "end": date(2026, 11, 18)}]},
+        "replies": {"owner_name": "Ana", **replies},
+        "account": [{"name": "work", "addresses": ["owner@example.org"], "imap": {"host": "127.0.0.1", "security": "none"}}],
+    })
+
+
+def test_a_failing_step_does_not_stop_the_others_and_is_reported():
+    cfg = config()
+    with Store(":memory:") as store:
+        store.record_decisions([row("2026-11-12 10:00", message_id="<w@x>")])  # due Thursday 19th 17:00
+        counts = {"queued": 0}
+        with pytest.raises(WorkflowError) as err:
+            run_workflows(cfg, cfg.accounts[0], store=store, session=BrokenSession(), calendar=calendar(cfg.calendar.absences),
+                          now=at("2026-11-19 15:00"), counts=counts)
+        assert str(err.value).startswith("reading the Sent folder: imap.example.org: connection lost")
+        # the digest (one due today) and the owner's welcome-back list were still queued
+        assert sorted(e.template for e in store.outbox("work")) == ["absence_digest", "digest"]
+        assert counts["queued"] == 2
+
+
+@pytest.mark.parametrize("replies", [{"digest": False, "thank_you": False}, {"mode": "off"}])
+def test_digest_and_thank_you_can_be_turned_off(replies):
+    cfg = config(**replies)
+    with Store(":memory:") as store:
+        store.record_decisions([row("2026-11-17 10:00", message_id="<w@x>", sender="ana@acme.example")])
+        with pytest.raises(WorkflowError):  # the Sent folder cannot be read; the rest must still decide
+            run_workflows(cfg, cfg.accounts[0], store=store, session=BrokenSession(),
+                          calendar=calendar(cfg.calendar.absences), now=at("2026-11-19 09:01"))
+        templates = [e.template for e in store.outbox("work")]
+        assert templates == ([] if replies.get("mode") == "off" else ["absence_digest"])
