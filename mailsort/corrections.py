@@ -13,10 +13,14 @@ Message-ID in the state database:
   where it contradicts the recorded verdict or the message is not in the state database.
 
 The same message can be found in several places (moved to Critical, still carrying the old Routine
-keyword; copied to both folders). One example per Message-ID: the user's latest placement wins — the
-folder placement with the latest SAVEDATE (RFC 8514) when the server tells, else a folder placement
-over a keyword (moving a message carries its old keywords along), else the placement that
-contradicts mailsort's verdict; what is still contradictory is left out and counted as ambiguous.
+keyword; filed in both folders). One example per Message-ID, the user's latest placement:
+
+1. among folder placements, the one with the latest SAVEDATE (RFC 8514), when the server gives
+   distinct dates — a best effort: Dovecot on maildir dates a message when it first indexes it in a
+   folder (at once when a mail client shows the folder) and gives hard-linked copies one date;
+2. else a folder placement over a keyword (moving a message carries its old keywords along);
+3. else the placement that contradicts mailsort's recorded verdict;
+4. what is still contradictory is left out and counted as ambiguous.
 
 Everything is read with BODY.PEEK: nothing is marked read, nothing is changed on the server.
 """
