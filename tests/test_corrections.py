@@ -268,3 +268,28 @@ def test_no_corrections_trains_nothing(setup, capsys) -> None:
     code, _, err = cli(capsys, "--config", s["config"], "train", "--from-imap", "nobody",
                        "--data", s["train"], "--valid", s["valid"])
     assert code == 2 and "no account named 'nobody'" in err
+
+
+def test_cron_script_retrains_from_every_account(setup, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    s = setup
+    missed, _ = first_missed(s["classifier"])
+    client = imap(s)
+    client.create("Critical")
+    client.logout()
+    append(s["dovecot"], s["user"], s["password"], [eml(*missed, message_id="<cron@t>")], "Critical")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "retrain.py"
+    before = sha(s["model"])
+    done = subprocess.run([sys.executable, str(script), "--config", str(s["config"]), "--data", str(s["train"]),
+                           "--valid", str(s["valid"]), "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["installed"] and doc["examples"]["user"] == 1 and doc["corrections"][0]["account"] == "work"
+    assert sha(s["model"].with_name("small.prev.joblib")) == before
+
+    done = subprocess.run([sys.executable, str(script), "--config", str(tmp_path / "missing.toml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "missing.toml" in done.stderr and "Traceback" not in done.stderr
