@@ -11,6 +11,9 @@ after the checks no table may switch off: the RFC 3834 guard (robots, lists, bou
 one reply per sender per `min_days_between`), the age limit (a first sync of an old mailbox must not
 answer years of mail), and one absence notice per sender per absence.
 
+Mail from a configured `[[client]]` gets a second label, `Client/<name>` (`clients.client_label`), in
+every situation whose rule labels at all, so a client's whole history is one search away.
+
 Expectations (the "how I work" note to a first-time sender) ride along only when the situation has no
 reply of its own: a message gets at most one automatic reply. The situational reply wins because it
 already says what matters now (when the message will be handled, the hours, the urgent path, the fee

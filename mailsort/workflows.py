@@ -44,8 +44,8 @@ from .absences import absence_digest_text, just_ended, thank_you_due, writers_du
 from .autoreply import may_auto_reply
 from .calendar import WorkCalendar
 from .config import Absence, AccountConfig, Config
-from .deadlines import (TRACK_FOR, classify_due, digest_due, digest_text, first_answers, needs_answer, newly_overdue,
-                        overdue_to_clear)
+from .deadlines import (TRACK_FOR, DueReport, classify_due, digest_due, digest_text, first_answers, needs_answer,
+                        newly_overdue, overdue_to_clear)
 from .errors import MailsortError
 from .imap import ImapSession, imap_quote, keyword_for, parse_search, uid_set_chunks
 from .message import Message
@@ -116,6 +116,7 @@ class _Run:
         self.queued: list[str] = []
         self.errors: list[str] = []
         self._open: list[HandledMessage] | None = None
+        self._due: DueReport | None = None
 
     def step(self, what: str, action: Callable[[], None]) -> None:
         try:
@@ -135,8 +136,17 @@ class _Run:
             self._open = self.store.open_messages(self.name, since=self.now - TRACK_FOR)
         return self._open
 
+    def due(self) -> DueReport:
+        """Overdue / due today / critical open among the unanswered rows: computed once per pass (the
+        working-hours arithmetic is the costly part) and again only after answers or labels changed."""
+        if self._due is None:
+            self._due = classify_due([r for r in self.open_rows() if r.answered_at is None], self.now,
+                                     self.calendar, self.hours)
+        return self._due
+
     def _forget_rows(self) -> None:
         self._open = None
+        self._due = None
 
     @property
     def templates(self) -> Templates:
@@ -168,7 +178,7 @@ class _Run:
         if not waiting and not labelled:
             return
         last = from_iso(self.store.get_meta(self.name, META_SENT_AT))
-        urgent = bool(newly_overdue(classify_due(waiting, self.now, self.calendar, self.hours))) or self._digest_due()
+        urgent = bool(newly_overdue(self.due())) or self._digest_due()
         if not urgent and last is not None and last <= self.now < last + SENT_SCAN_EVERY:
             return
         since = min(r.arrived_at or r.handled_at for r in waiting or labelled) - FIRST_SCAN_MARGIN
@@ -219,8 +229,7 @@ class _Run:
             self.store.clear_overdue_labelled(self.name, [r.message_id for r in clear])
             self.counts["overdue_cleared"] += len(clear)
             log.info("%s: Overdue label taken off %d answered message(s)", self.name, len(clear))
-        report = classify_due([r for r in rows if r.answered_at is None], self.now, self.calendar, self.hours)
-        fresh = [m for m in newly_overdue(report) if m.message_id]
+        fresh = [m for m in newly_overdue(self.due()) if m.message_id]
         if fresh:
             self._label([m.message_id for m in fresh], label)
             self.store.set_overdue_labelled(self.name, [m.message_id for m in fresh])
@@ -276,8 +285,7 @@ class _Run:
         if not self._digest_due():
             return
         opening = self.calendar.last_opening(self.now) or self.now
-        rows = [r for r in self.open_rows() if r.answered_at is None]
-        report = classify_due(rows, self.now, self.calendar, self.hours)
+        report = self.due()
         if not report.empty:
             subject, body = digest_text(report, self.now, self.calendar.tz)
             self._to_owner("digest", f"{self.name}\x1fdigest\x1f{iso(opening)}", subject, body, self.now)
