@@ -186,3 +186,27 @@ def test_overdue_finds_mail_that_went_to_later_and_back_and_labels_by_the_label_
                            message_id="<r3@example.org>"), "2026-11-18 16:30", folder="Sent")
     rig.sync("2026-11-18 16:31")
     assert not overdue() and mid in rig.folder("INBOX")
+
+
+def test_sent_is_read_at_most_every_few_minutes_and_only_what_is_new(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch):
+    from sync_support import CommandLog
+
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=ACME)
+    rig.append(client_mail(sender="Ana <ana@acme.example>", subject="Question", date="2026-11-17 10:00",
+                           message_id="<q@acme.example>", body="Hello, a quick question about the site.\n"),
+               "2026-11-17 10:00")
+    rig.sync("2026-11-17 10:01")  # first look at Sent (empty then), the expectations note goes out
+    commands = CommandLog(monkeypatch)
+
+    rig.sync("2026-11-17 10:03")  # open mail, but Sent was read two minutes ago: one STATUS (INBOX), no more
+    assert [c for c in commands.commands if c not in ("LOGIN", "CAPABILITY", "ENABLE", "LOGOUT")] == ["STATUS"]
+
+    commands.clear()
+    rig.sync("2026-11-17 10:07")  # five minutes on: Sent is read again, just the one mail filed since
+    assert commands.commands.count("STATUS") == 2 and commands.commands.count("UID FETCH") == 1, commands.commands
+    assert "UID SEARCH" not in commands.commands
+
+    commands.clear()
+    rig.sync("2026-11-17 10:13")  # nothing new in Sent: its STATUS is all it costs
+    assert commands.commands.count("STATUS") == 2 and "UID FETCH" not in commands.commands, commands.commands
