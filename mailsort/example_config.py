@@ -44,7 +44,20 @@ min_days_between = 4   # at most one automatic reply per sender in this many day
 owner_name = "Ana"
 signature = "Ana Ruiz — web support"
 # fee_note = "Support outside working hours is billed at 1.5x."
-# reply_within_hours = 24
+# reply_within_hours = 24   # working hours to answer a client; later ones get the Overdue label
+# expectations = true        # first-contact "how I work" mail to a new sender
+# thank_you = true           # a short thank-you to everyone who wrote during an absence
+# digest = true              # one mail to you at each opening: overdue, due today, critical open
+# templates_dir = "~/.config/mailsort/templates"   # <template>.<lang>.txt files override the built-in ones
+
+# [[client]]                 # mail from a client gets the label Client/<name>
+# name = "Acme"
+# domains = ["acme.example"]
+# addresses = ["boss@gmail.example"]
+# language = "it"
+
+# [policy.routine_closed]    # change one row of the default policy (see the README)
+# reply = "at_once"
 
 [notify]
 kind = "none"          # none | command | email
