@@ -14,7 +14,9 @@ from mailsort.classify.model import Classifier, shipped_model_path, user_model_p
 from mailsort.errors import UsageError
 
 #: The project's corpus in a source checkout (an installed wheel does not carry it: give --data).
-CORPUS_DIR = Path(__file__).resolve().parents[2] / "training_data"
+# The base corpus: mailsort/training_data in an installed wheel, training_data/ in a source checkout.
+_INSTALLED_CORPUS = Path(__file__).resolve().parents[1] / "training_data"
+CORPUS_DIR = _INSTALLED_CORPUS if _INSTALLED_CORPUS.is_dir() else Path(__file__).resolve().parents[2] / "training_data"
 
 
 @dataclass(frozen=True)
