@@ -8,14 +8,17 @@ size), so the crash tests can run the real CLI in a subprocess without the train
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import os
+import random
 import sys
 import types
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from imap_tools import MailBoxUnencrypted
@@ -87,6 +90,147 @@ def mail(n: int, *, date: datetime = CLOSED - timedelta(hours=1), kind: int | No
 
 def is_critical(n: int) -> bool:
     return SAMPLES[n % len(SAMPLES)][1]
+
+
+# ------------------------------------------------------------------------------------- a realistic mailbox
+
+# (language, critical?, subject, body); {n} makes each one distinct, {name} and {site} vary.
+TEXTS = [
+    ("en", True, "URGENT: {site} is down ({n})",
+     "Hi {name},\n\nsince about 8 this morning {site} shows a blank page and the checkout returns error 500.\n"
+     "We are losing orders every minute, please look at it as soon as you can.\n\nThanks,\nMark"),
+    ("en", True, "Payment page broken on {site}",
+     "Hello,\n\ncustomers write that the payment page hangs after they enter the card number. Nothing has\n"
+     "changed on our side. Could you check the logs? This is blocking all sales today.\n\nBest regards,\nSarah"),
+    ("en", False, "Invoice for October ({n})",
+     "Hi {name},\n\ncould you send me the invoice for October when you have a moment? Our accountant needs\n"
+     "it by the end of the month.\n\nThank you,\nJane"),
+    ("en", False, "Small text change on the About page",
+     "Hello {name},\n\nwhen you have time, please change 'founded in 2009' to 'founded in 2008' on the About\n"
+     "page of {site}. No rush at all.\n\nCheers,\nTom"),
+    ("it", True, "Urgente: il sito {site} non funziona ({n})",
+     "Buongiorno {name},\n\nil sito non funziona da stamattina, compare solo una pagina bianca e i clienti non\n"
+     "riescono a ordinare. Può intervenire subito per favore?\n\nGrazie mille,\nLuca"),
+    ("it", False, "Richiesta preventivo per la newsletter",
+     "Ciao {name},\n\nvorremmo mandare una newsletter mensile ai nostri clienti. Mi potresti fare un\n"
+     "preventivo? Con calma, ne parliamo la settimana prossima.\n\nSaluti,\nGiulia"),
+    ("es", True, "La web está caída ({n})",
+     "Hola {name},\n\nla web {site} está caída desde hace una hora, sale un error de base de datos.\n"
+     "Es urgente, tenemos una campaña en marcha hoy.\n\nUn saludo,\nCarlos"),
+    ("es", False, "Cambio de horario en la página de contacto",
+     "Hola {name},\n\n¿podrías cambiar el horario de la página de contacto? A partir de diciembre abrimos\n"
+     "de 10 a 14. Muchas gracias.\n\nAna"),
+    ("ru", True, "Сайт не работает ({n})",
+     "Здравствуйте, {name}!\n\nСайт {site} не открывается с утра, вместо страниц ошибка 502. Клиенты не могут\n"
+     "оформить заказ. Посмотрите, пожалуйста, срочно.\n\nСпасибо,\nИван"),
+    ("ru", False, "Вопрос по продлению домена",
+     "Добрый день, {name}!\n\nПодскажите, пожалуйста, когда продлевается домен и сколько это стоит?\n"
+     "Никакой срочности, ответьте, когда будет время.\n\nОльга"),
+    ("de", True, "Shop nicht erreichbar ({n})",
+     "Hallo {name},\n\nunser Shop {site} ist seit heute früh nicht erreichbar, es kommt nur ein Serverfehler.\n"
+     "Bitte schauen Sie sich das dringend an.\n\nViele Grüße\nKlaus"),
+    ("de", False, "Neue Fotos für die Galerie",
+     "Hallo {name},\n\nich schicke Ihnen nächste Woche neue Fotos für die Galerie. Können Sie die dann\n"
+     "hochladen? Keine Eile.\n\nDanke und viele Grüße\nPetra"),
+    ("fr", True, "Site en panne ({n})",
+     "Bonjour {name},\n\nle site {site} est en panne depuis ce matin, plus aucune commande ne passe.\n"
+     "Pouvez-vous regarder en urgence ?\n\nCordialement,\nPierre"),
+    ("fr", False, "Mise à jour des tarifs",
+     "Bonjour {name},\n\npourriez-vous mettre à jour la page des tarifs avec le fichier que je vous enverrai\n"
+     "demain ? Rien d'urgent.\n\nMerci,\nClaire"),
+    ("pt", False, "Atualização do rodapé",
+     "Olá {name},\n\npode atualizar o endereço no rodapé do site? Mudámos de escritório.\n\nObrigado,\nJoão"),
+]
+NEWSLETTER = ("en", "Your weekly digest #{n}",
+              "<html><head><style>p { color: #333 }</style></head><body><h1>This week</h1>"
+              "<p>Ten tips for a faster website, our new pricing and a webinar invitation.</p>"
+              "<p><a href='https://news.example/unsubscribe'>Unsubscribe</a></p></body></html>")
+NAMES = ("Ana", "Maria", "Paolo", "Olga", "Sam", "Lena")
+SITES = ("shop.example", "hotel-sol.example", "pizzeria.example", "studio.example", "bio-farm.example")
+QUOTE = ("\n\nOn Mon, 2 Nov 2026 at 10:12, Support <me@example.org> wrote:\n" +
+         "".join(f"> line {i} of an earlier message in this thread, kept by the mail client\n" for i in range(40)))
+SIGNATURE = "\n-- \nSent from my phone\n"
+
+
+def _encoded(text: str) -> str:
+    return Header(text, "utf-8").encode() if not text.isascii() else text
+
+
+def _html(body: str) -> str:
+    paragraphs = "".join(f"<p>{p.replace(chr(10), '<br>')}</p>" for p in body.split("\n\n"))
+    return f"<html><body style='font-family:sans-serif'>{paragraphs}</body></html>"
+
+
+def _b64(data: bytes) -> str:
+    text = base64.b64encode(data).decode()
+    return "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+
+
+def realistic_message(n: int, rng: random.Random, now: datetime) -> bytes:
+    """Message number n of a realistic mailbox (benchmarks, parser tests): kind, language and shape are
+    drawn from rng (same seed, same mailbox); 1% of it is under three days old at `now`."""
+    age = timedelta(hours=rng.uniform(0.5, 70)) if rng.random() < 0.01 else timedelta(days=rng.uniform(3.5, 400))
+    date = format_datetime((now - age).astimezone(timezone.utc))
+    name, site = rng.choice(NAMES), rng.choice(SITES)
+    sender = f"{rng.choice(NAMES)} {n % 97}"
+    headers = {
+        "Return-Path": f"<client{n % 2500}@mail{n % 40}.example>",
+        "Received": f"from mx{n % 7}.example (mx{n % 7}.example [192.0.2.{n % 250}]) by imap.example.org "
+                    f"with ESMTPS id {n:08x}; {date}",
+        "Date": date,
+        "From": f"{_encoded(sender)} <client{n % 2500}@mail{n % 40}.example>",
+        "To": "Support <me@example.org>",
+        "Message-ID": f"<bench-{n}@mail{n % 40}.example>",
+        "MIME-Version": "1.0",
+    }
+    shape = rng.random()
+    if shape < 0.05:  # a newsletter: HTML only, list headers, no reply
+        lang, subject, html = NEWSLETTER[0], NEWSLETTER[1].format(n=n), NEWSLETTER[2]
+        headers.update({"Subject": subject, "List-Id": "<weekly.news.example>", "Precedence": "bulk",
+                        "List-Unsubscribe": "<https://news.example/unsubscribe>",
+                        "From": "News <news@news.example>", "Return-Path": f"<bounce-{n}@news.example>",
+                        "Content-Type": "text/html; charset=utf-8", "Content-Transfer-Encoding": "8bit"})
+        return _assemble(headers, html)
+    lang, critical, subject, body = rng.choice(TEXTS)
+    subject = subject.format(n=n, site=site)
+    body = body.format(n=n, name=name, site=site)
+    if rng.random() < 0.3:
+        subject = "Re: " + subject
+        headers["In-Reply-To"] = f"<thread-{n // 3}@example.org>"
+        headers["References"] = f"<thread-{n // 3}@example.org>"
+        body += QUOTE
+    if rng.random() < 0.4:
+        body += SIGNATURE
+    headers["Subject"] = _encoded(subject)
+    if shape < 0.55:  # plain text, 8bit or quoted-printable
+        headers.update({"Content-Type": "text/plain; charset=utf-8", "Content-Transfer-Encoding": "8bit"})
+        return _assemble(headers, body)
+    if shape < 0.65:  # HTML only
+        headers.update({"Content-Type": "text/html; charset=utf-8", "Content-Transfer-Encoding": "base64"})
+        return _assemble(headers, _b64(_html(body).encode()))
+    boundary = f"=_b{n}_{rng.randrange(10**9)}"
+    alternative = (f"Content-Type: multipart/alternative; boundary=\"{boundary}a\"\r\n\r\n"
+                   f"--{boundary}a\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                   f"{body}\r\n--{boundary}a\r\nContent-Type: text/html; charset=utf-8\r\n"
+                   f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(_html(body).encode())}\r\n--{boundary}a--\r\n")
+    if shape < 0.85:  # multipart/alternative
+        headers["Content-Type"] = f"multipart/alternative; boundary=\"{boundary}a\""
+        return _assemble(headers, alternative.split("\r\n\r\n", 1)[1])
+    # multipart/mixed: the text (alternative) plus a PDF or an image of 5-120 KB
+    size = rng.randint(5_000, 120_000)
+    filename, ctype = rng.choice((("invoice.pdf", "application/pdf"), ("screenshot.png", "image/png"),
+                                  ("Отчёт.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document")))
+    headers["Content-Type"] = f"multipart/mixed; boundary=\"{boundary}m\""
+    mixed = (f"This is a multi-part message in MIME format.\r\n--{boundary}m\r\n{alternative}"
+             f"--{boundary}m\r\nContent-Type: {ctype}; name=\"{_encoded(filename)}\"\r\n"
+             f"Content-Disposition: attachment; filename=\"{_encoded(filename)}\"\r\n"
+             f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(rng.randbytes(size))}\r\n--{boundary}m--\r\n")
+    return _assemble(headers, mixed)
+
+
+def _assemble(headers: dict[str, str], body: str) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n" + body.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8")
 
 
 # ------------------------------------------------------------------------------------- config
