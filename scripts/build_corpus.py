@@ -6,10 +6,15 @@
   normalised subject + new text, within a language) are dropped, keeping one per cluster
   (authored batches before `generated`, then the smallest id); near duplicates with *different*
   labels are contrast pairs and are kept;
-- whole batches (`source`) are held out per language: test gets >= 20 % of each language (the
-  subset of batches closest above 20 %), valid about 12 % where a language has enough batches,
-  the rest is train; `generated` batches always stay in train; so test measures generalisation to
-  writing styles the model never saw;
+- whole batches (`source`) are held out per language, so test measures generalisation to writing
+  styles the model never saw; `generated` batches always stay in train;
+- the held-out batches are pinned in `training_data/splits.json`: a batch named there keeps its
+  split whatever else is added to the corpus, so new training data can never push an old test
+  batch into training (or the reverse) and reported figures stay comparable. For a language
+  without pinned batches, test gets the subset of batches closest above 20 % and valid about
+  12 % where the language has enough batches. When new batches dilute a language's pinned test
+  share below 20 %, the smallest subset of unpinned batches that restores it joins test (same
+  rule, over the deficit). `--pin` writes the resulting assignment back to the manifest;
 - pairs that are still similar (Jaccard >= 0.5) across splits lose their train/valid member, so
   nothing near a test example is trained on.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -41,6 +47,7 @@ TEST_SHARE = 0.20
 VALID_SHARE = 0.12
 MIN_BATCHES_FOR_VALID = 5
 SPLITS = ("train", "valid", "test")
+MANIFEST = "splits.json"
 
 
 def dedup_text(ex: Example) -> str:
@@ -98,31 +105,63 @@ def pick_batches(sizes: dict[str, int], target: float, seed: int) -> list[str]:
     return list(best[1]) if best else []
 
 
-def assign_splits(examples: list[Example], seed: int) -> dict[str, str]:
-    """source -> split, per language (see the module docstring)."""
+def assign_splits(
+    examples: list[Example], seed: int, pinned: dict[str, str] | None = None
+) -> dict[str, str]:
+    """source -> split, per language (see the module docstring); `pinned` maps source -> split."""
+    pinned = pinned or {}
     by_lang: dict[str, Counter] = defaultdict(Counter)
     for e in examples:
         by_lang[e.lang][e.source] += 1
     split_of: dict[str, str] = {}
     for lang, sizes in sorted(by_lang.items()):
         total = sum(sizes.values())
-        movable = {s: n for s, n in sizes.items() if not is_generated(s)}
         for s in sizes:
-            split_of[s] = "train"
-        if len(movable) < 2:
-            print(f"warning: {lang} has {len(movable)} authored batch(es); no held-out split",
-                  file=sys.stderr)
+            split_of[s] = pinned.get(s, "train") if not is_generated(s) else "train"
+        movable = {s: n for s, n in sizes.items() if not is_generated(s) and s not in pinned}
+        held = {s for s in sizes if split_of[s] != "train"}
+        if len(movable) + len(held) < 2:
+            print(f"warning: {lang} has {len(movable) + len(held)} authored batch(es); "
+                  "no held-out split", file=sys.stderr)
             continue
-        test = pick_batches(movable, TEST_SHARE * total, seed)
-        if len(test) == len(movable):  # always leave something to train on
-            test = test[:-1]
-        for s in test:
-            split_of[s] = "test"
-        rest = {s: n for s, n in movable.items() if s not in test}
-        if len(movable) >= MIN_BATCHES_FOR_VALID and len(rest) >= 3:
+        in_test = sum(n for s, n in sizes.items() if split_of[s] == "test")
+        deficit = TEST_SHARE * total - in_test
+        if deficit > 1e-9 and movable:
+            test = pick_batches(movable, deficit, seed)
+            trained = [s for s in sizes if split_of[s] == "train" and s not in test]
+            if not trained:  # always leave something to train on
+                test = test[:-1]
+            for s in test:
+                split_of[s] = "test"
+        has_valid = any(split_of[s] == "valid" for s in sizes)
+        rest = {s: n for s, n in movable.items() if split_of[s] == "train"}
+        if not has_valid and len(movable) >= MIN_BATCHES_FOR_VALID and len(rest) >= 3:
             for s in pick_batches(rest, VALID_SHARE * total, seed + 1):
                 split_of[s] = "valid"
     return split_of
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """source -> split from the manifest ({"test": [...], "valid": [...]}); {} when absent."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    for split in ("valid", "test"):
+        for source in data.get(split, []):
+            if source in out:
+                raise UsageError(f"{path}: {source} is pinned to both {out[source]} and {split}")
+            out[source] = split
+    return out
+
+
+def write_manifest(path: Path, split_of: dict[str, str]) -> None:
+    data = {
+        "about": "Held-out writing batches, pinned: scripts/build_corpus.py keeps each in its split.",
+        "valid": sorted(s for s, sp in split_of.items() if sp == "valid"),
+        "test": sorted(s for s, sp in split_of.items() if sp == "test"),
+    }
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "training_data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", action="store_true", help="also print the README table")
+    ap.add_argument("--manifest", type=Path, default=None,
+                    help=f"pinned held-out batches (default: OUT/{MANIFEST})")
+    ap.add_argument("--pin", action="store_true",
+                    help="write the resulting held-out batches to the manifest")
     args = ap.parse_args(argv)
+    manifest = args.manifest or args.out / MANIFEST
 
     files = sorted(args.parts.glob("*.jsonl"))
     if not files:
@@ -140,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     examples: list[Example] = []
     ids: dict[str, Path] = {}
     try:
+        pinned = read_manifest(manifest)
         for f in files:
             for e in load_examples(f):
                 if e.id in ids:
@@ -181,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         keep.add(members[0])
     n_dup = len(examples) - len(keep)
 
-    split_of = assign_splits([examples[i] for i in sorted(keep)], args.seed)
+    missing = sorted(set(pinned) - {e.source for e in examples})
+    if missing:
+        print(f"warning: pinned batch(es) not in the corpus: {', '.join(missing)}", file=sys.stderr)
+    split_of = assign_splits([examples[i] for i in sorted(keep)], args.seed, pinned)
+    if args.pin:
+        write_manifest(manifest, split_of)
     split = {i: split_of[examples[i].source] for i in keep}
     leaks = 0
     rank = {"test": 0, "valid": 1, "train": 2}

@@ -62,3 +62,48 @@ def test_weight_and_blank_lines(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         load_examples(tmp_path / "nope.jsonl")
+
+
+def _build_corpus_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
+    spec = importlib.util.spec_from_file_location("build_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _batches(sizes: dict[str, int]) -> list:
+    from mailsort.classify.data import Example
+
+    return [Example(id=f"{name}-{i}", lang="en", subject="s", body=f"b {i}", label="routine",
+                    source=f"authored/en/{name}") for name, n in sizes.items() for i in range(n)]
+
+
+def test_pinned_batches_keep_their_split_when_data_is_added(tmp_path: Path) -> None:
+    bc = _build_corpus_module()
+    sizes = {"a": 50, "b": 50, "c": 50, "d": 50, "e": 50, "generated": 40}
+    first = bc.assign_splits(_batches(sizes), seed=0)
+    held = {s: sp for s, sp in first.items() if sp != "train"}
+    assert "test" in held.values() and "authored/en/generated" not in held
+    bc.write_manifest(tmp_path / "splits.json", first)
+    pinned = bc.read_manifest(tmp_path / "splits.json")
+    assert pinned == held
+    # two new batches dilute the pinned test share below 20 %: the old test batches stay in test,
+    # and unpinned batches top the share up again
+    more = bc.assign_splits(_batches({**sizes, "f": 60, "g": 60}), seed=0, pinned=pinned)
+    for source, split in held.items():
+        assert more[source] == split
+    total = sum(sizes.values()) + 120
+    in_test = sum(n for name, n in {**sizes, "f": 60, "g": 60}.items() if more[f"authored/en/{name}"] == "test")
+    assert in_test >= 0.2 * total
+    assert more["authored/en/generated"] == "train"
+
+
+def test_manifest_refuses_a_batch_in_two_splits(tmp_path: Path) -> None:
+    bc = _build_corpus_module()
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"valid": ["authored/en/a"], "test": ["authored/en/a"]}), encoding="utf-8")
+    with pytest.raises(UsageError, match="both"):
+        bc.read_manifest(path)

@@ -101,3 +101,58 @@ def test_document_uses_subject_and_bounds_length() -> None:
     long = document("x", "word " * 5000)
     assert len(long) <= MAX_BODY_CHARS + 10
     assert document("", "Hello") == "hello"
+
+
+def test_answer_below_a_bare_quote_is_kept() -> None:
+    body = ("Mi è arrivato questo, è importante?\n\n> Your database 'shop' has been dropped.\n\n"
+            "In effetti il negozio ora è vuoto.")
+    cleaned = clean_body(body)
+    assert "negozio ora è vuoto" in cleaned
+    assert "dropped" not in cleaned
+
+
+CLOSINGS = [
+    # (body, what must stay, what must go)
+    ("Добрый день.\n\nСайт не работает.\n\nС уважением,\nМаксим Гребнев\nProject manager, «Бюро Север»",
+     "сайт не работает", "уважением"),
+    ("Buongiorno,\nil sito è giù.\n\nCordiali saluti, Anna Rossi\nStudio Rossi\ntel 02 1234", "sito è giù",
+     "studio rossi"),
+    ("Привет!\nсделайте фото\n\n—\nКатя, SMM & performance\nагентство «Лайк Лаб»", "фото", "лайк"),
+    ("Hi,\nplease fix the typo.\n\nThanks,\nTom\nAcme Ltd", "typo", "acme"),
+]
+
+
+@pytest.mark.parametrize(("body", "keep", "drop"), CLOSINGS)
+def test_closing_formula_and_rule_end_the_new_text(body: str, keep: str, drop: str) -> None:
+    cleaned = clean_body(body).lower()
+    assert keep in cleaned
+    assert drop not in cleaned
+
+
+@pytest.mark.parametrize("body", [
+    # a "thanks" that starts a sentence, a P.S. after the closing, a rule before long text
+    "Ciao,\nGrazie mille per ieri!\nil sito è giù",
+    "Hi\nThanks, the site is down again\nTom",
+    "Thanks\nPS the site is down",
+    "Vedi sotto\n---\nLorenzo, reenvío: creo que por eso nadie puede pagar la suscripción hoy. Nos escriben socios.",
+])
+def test_text_after_a_closing_that_is_not_a_signature_is_kept(body: str) -> None:
+    assert clean_body(body) == body
+
+
+def test_forwarded_mail_is_read_with_the_note() -> None:
+    body = ("Oi, o que significa isso?\n\n---------- Forwarded message ---------\n"
+            "De: Google Search Console <sc-noreply@google.example>\nSubject: Problemas\n\n"
+            "O Google detectou que seu site foi invadido.")
+    cleaned = clean_body(body)
+    assert cleaned.startswith("Oi, o que significa isso?")
+    assert "foi invadido" in cleaned and "sc-noreply" not in cleaned
+
+
+def test_forward_subject_keeps_quoted_text_but_a_reply_does_not() -> None:
+    body = "Ciao, è arrivata questa?\n\n> Your app has been removed from the App Store."
+    assert "removed" in document("Fw: Apple", body)
+    assert "removed" in document("I: Apple", body)
+    assert "removed" not in document("Re: Apple", body)
+    assert "removed" not in document("Re: Fwd: Apple", body)
+    assert "removed" not in clean_body(body)

@@ -13,7 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from mailsort.classify.evaluate import evaluate
 from mailsort.classify.features import NgramHasher
-from mailsort.classify.train import Params, choose_threshold, fit, group_folds
+from mailsort.classify.train import Params, choose_threshold, fit, group_folds, length_balance
 from mailsort.errors import UsageError
 
 DOCS = ["il sito è giù da stamattina", "the site is down, error 500", "сайт не работает!!",
@@ -67,6 +67,38 @@ def test_threshold_keeps_recall_and_is_best_f1(pairs: list[tuple[bool, float]], 
 
     feasible = [th for th in np.concatenate(([0.0], s, s + 1e-9)) if ((s >= th) & y).sum() / y.sum() >= target]
     assert macro(t) >= max(macro(th) for th in feasible) - 1e-9
+
+
+def test_threshold_floor_holds_in_every_language() -> None:
+    rng = np.random.default_rng(0)
+    # "en" critical mail scores high, "it" critical mail scores lower: a pooled floor can be met
+    # by the English examples alone
+    y = np.array([True] * 60 + [False] * 60 + [True] * 40 + [False] * 40)
+    s = np.concatenate([rng.uniform(0.6, 1.0, 60), rng.uniform(0.0, 0.5, 60),
+                        rng.uniform(0.3, 0.7, 40), rng.uniform(0.0, 0.4, 40)])
+    lang = np.array(["en"] * 120 + ["it"] * 80)
+    pooled = choose_threshold(y, s, 0.9)
+    per_lang = choose_threshold(y, s, 0.9, groups=lang, min_group_critical=30)
+    it_recall = lambda t: ((s >= t) & y & (lang == "it")).sum() / (y & (lang == "it")).sum()  # noqa: E731
+    assert it_recall(pooled) < 0.9 <= it_recall(per_lang)
+    assert per_lang < pooled
+    # a language with too few critical examples does not get its own floor
+    few = choose_threshold(y, s, 0.9, groups=lang, min_group_critical=41)
+    assert few == pooled
+
+
+def test_length_balance_evens_out_length_per_language() -> None:
+    # critical mail long, routine mail short, in two languages
+    docs = ["x" * n for n in [400, 420, 380, 390, 60, 400, 50, 40, 55, 45, 410]] * 2
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0] * 2, dtype=bool)
+    langs = ["en"] * 11 + ["it"] * 11
+    w = length_balance(docs, langs, y, bins=2)
+    np.testing.assert_allclose(w.mean(), 1.0)
+    long = np.array([len(d) > 200 for d in docs])
+    for part in (long, ~long):
+        # within each length bin the two labels now weigh the same
+        np.testing.assert_allclose(w[part & y].sum(), w[part & ~y].sum())
+    np.testing.assert_array_equal(length_balance(docs, langs, y, bins=0), np.ones(len(docs)))
 
 
 def test_group_folds_keep_sources_together() -> None:

@@ -199,11 +199,14 @@ class NgramHasher(BaseEstimator, TransformerMixin):
                 m = n - k + 1
                 if m <= 0:
                     break
-                # no break strictly inside the n-gram (char_wb); for bigrams, not two breaks
+                # no break strictly inside the n-gram (char_wb); for bigrams, not two breaks;
+                # unigrams: the characters of the words (sklearn also counts the padding space)
                 if k > 2:
                     ok = brk_cum[k - 1 : n] == brk_cum[1 : m + 1]
-                else:
+                elif k == 2:
                     ok = ~(brk[:-1] & brk[1:])
+                else:
+                    ok = ~brk
                 h = pw[k - 1 : n] * (s[k : n + 1] - s[:m])
                 rows.append(row_of[:m][ok])
                 hashes.append(h[ok] ^ np.uint64(k << 56))

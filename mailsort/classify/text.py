@@ -41,6 +41,20 @@ _QUOTE_HEADER = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
+# The forward markers among the above: what follows them is a mail passed on for us to read, not
+# old history (see `clean_body`).
+_FORWARD_MARK = re.compile(
+    r"""^\s*(?:
+        -{2,}\s*(?:forwarded\smessage|messaggio\sinoltrato|mensaje\sreenviado|message\stransféré
+                  |weitergeleitete\snachricht|mensagem\sencaminhada|пересылаемое\sсообщение)\s*-{2,}
+      | begin\sforwarded\smessage:
+    )\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A subject that starts as a forward ("Fwd:", "I:", "WG:", "TR:", "RV:", "ENC:", "Пересл:"), not a
+# reply to one ("Re: Fwd:").
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:fwd?|i|wg|tr|rv|enc|inoltro|пересл|fw)\s*:", re.IGNORECASE)
+
 # Outlook-style header blocks ("From: … / Sent: … / To: … / Subject: …") in the languages we see.
 _FROM_FIELD = re.compile(r"^\s*\*?(?:from|da|de|от|von|van|od)\s*:\*?\s*\S", re.IGNORECASE)
 _OTHER_FIELD = re.compile(
@@ -67,6 +81,35 @@ _SIGNOFF = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _SIG_DELIMITER = re.compile(r"^-- ?$")
+# Weaker signs of a signature: a closing formula ("Best regards", "Cordiali saluti", "С уважением",
+# optionally with the name on the same line) or a bare rule ("—", "---", "___"). They end the new
+# text only when what follows looks like a signature block (see `_signature_tail`), because
+# "---" also separates sections of a ticket and "Grazie" can start a sentence.
+_CLOSING = re.compile(
+    r"""^\s*(?:
+        # formal closings, the name may follow on the same line ("Cordiali saluti, Anna")
+        (?:(?:best|kind|warm)\s)?regards | with\s(?:best|kind)\sregards | best\swishes
+      | sincerely | yours\s(?:sincerely|faithfully|truly)
+      | cordiali\ssaluti | distinti\ssaluti | un\ssaluto | saluti(?:\scordiali)?
+      | (?:un\s)?saludos?(?:\scordiales)? | atentamente | un\sabrazo
+      | с\sуважением | всего\sдоброго
+      | mit\sfreundlichen\sgrüßen | (?:viele|beste|liebe)\sgrüße | gruß
+      | (?:bien\s)?cordialement | bien\sà\svous
+      | atenciosamente | (?:com\sos\smelhores\s)?cumprimentos | abraços?
+    )\s*[,.!]*(?:\s*[\w.'-]+(?:\s+[\w.'-]+){0,2})?\s*$
+    | ^\s*(?:
+        # thanks-like closings: alone on their line, or they could start a sentence
+        best | cheers | thanks(?:\sin\sadvance)? | thank\syou | many\sthanks | ta
+      | grazie(?:\smille|\sin\santicipo)? | buona\sgiornata | a\spresto
+      | (?:muchas\s|mil\s)?gracias(?:\sde\santemano)? | quedo\satent[oa]
+      | спасибо(?:\sзаранее)? | заранее\sспасибо | хорошего\sдня
+      | lg | danke(?:\sschön)? | merci(?:\sd'avance)? | bonne\sjournée | obrigad[oa] | att
+    )\s*[,.!]*\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_RULE = re.compile(r"^\s*(?:[-\u2013\u2014_=*~]\s*){1,40}$")
+_SIG_LINES = 6  # a signature block has at most this many non-empty lines …
+_SIG_LINE_CHARS = 60  # … each at most this long
 
 # --- normalisation ------------------------------------------------------------------------------
 
@@ -75,7 +118,6 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 # HTTP status codes are signal ("500", "503"); every other number is masked.
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 _STATUS = re.compile(r"^[45]0\d$")
-_SPACE = re.compile(r"\s+")
 # combining marks of the scripts we meet (Latin, Cyrillic, Greek), removed after NFKD
 _COMBINING = re.compile(
     "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+"
@@ -86,11 +128,21 @@ _REPLY_PREFIX = re.compile(
 )
 
 
-def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str]]:
-    """Split lines into (new text, quoted history) at the first quote marker."""
+def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
+    """Split lines into (new text, quoted history, whether the history is a forwarded mail).
+
+    A reply header ("On … wrote:", an Outlook "From:/Sent:" block) starts the old thread: it and
+    everything after it go. A bare block of "> " lines without a header is set aside on its own
+    and the text after it is kept: people quote a line and answer below it ("> Your database has
+    been dropped … / indeed the shop is empty now"), and that answer is the new text.
+    """
+    new: list[str] = []
+    quoted: list[str] = []
     for i, line in enumerate(lines):
-        if _QUOTE_HEADER.match(line):
-            return lines[:i], lines[i + 1 :]
+        # every header form ends in ":" or a dash; checking that first skips the costly pattern
+        # on ordinary lines (it is most of the cleaning time)
+        if line.rstrip().endswith((":", "-")) and _QUOTE_HEADER.match(line):
+            return new, quoted + lines[i + 1 :], bool(_FORWARD_MARK.match(line))
         if _FROM_FIELD.match(line):
             # a header block needs another header field within the next few lines
             window = lines[i + 1 : i + 5]
@@ -98,38 +150,64 @@ def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str]]:
                 j = i + 1
                 while j < len(lines) and (_OTHER_FIELD.match(lines[j]) or not lines[j].strip()):
                     j += 1
-                return lines[:i], lines[j:]
+                return new, quoted + lines[j:], False
         if _QUOTED_LINE.match(line):
-            # a block of "> " lines; interleaved replies are rare in client mail, so cut here
-            return lines[:i], lines[i:]
-    return lines, []
+            quoted.append(line)
+        else:
+            new.append(line)
+    return new, quoted, False
+
+
+def _signature_tail(tail: list[str]) -> bool:
+    """Whether the lines after a closing or a rule look like a signature (name, role, phone)."""
+    rest = [t.strip() for t in tail if t.strip()]
+    return (
+        len(rest) <= _SIG_LINES
+        and all(len(t) <= _SIG_LINE_CHARS for t in rest)
+        and not any(t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")) for t in rest)
+    )
 
 
 def _cut_signature(lines: list[str]) -> list[str]:
     for i, line in enumerate(lines):
         if _SIG_DELIMITER.match(line) or _SIGNOFF.match(line):
             return lines[:i]
+        if (
+            (_CLOSING.match(line) or _RULE.match(line))
+            and any(t.strip() for t in lines[:i])
+            and _signature_tail(lines[i + 1 :])
+        ):
+            return lines[:i]
     return lines
 
 
-def clean_body(body: str) -> str:
+def clean_body(body: str, forward: bool = False) -> str:
     """The new text of a body: without quoted history, signature and client footers.
 
-    When nothing is left (a bare forward: "Fwd:" with the forwarded mail only), the forwarded or
-    quoted text *is* the message, so it is returned instead, without its headers and "> " marks.
+    Quoted history is old news, except when it was forwarded: a "Forwarded message" block, or any
+    quoted text when `forward` says the subject is a forward ("Fwd:", "I:", "WG:" …). "Fwd: Google
+    Search Console: your site is hacked" with the note "what does this mean?" is the forwarded
+    mail plus the question, so the forwarded text (first level, without its headers, "> " marks
+    and signature) is kept after the new text. When nothing new was written (a bare forward),
+    the forwarded or quoted text is the whole message.
     """
     if not body:
         return ""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    new, old = _cut_quoted(lines)
-    new = _cut_signature(new)
-    text = "\n".join(new).strip()
-    if text or not old:
+    new, old, forwarded = _cut_quoted(lines)
+    text = "\n".join(_cut_signature(new)).strip()
+    if not old or (text and not (forward or forwarded)):
         return text
     old = [re.sub(r"^\s*(?:>\s?)+", "", ln) for ln in old]
     old = [ln for ln in old if not (_FROM_FIELD.match(ln) or _OTHER_FIELD.match(ln))]
-    new, _ = _cut_quoted(old)  # only the first forwarded level
-    return "\n".join(_cut_signature(new)).strip()
+    first, _, _ = _cut_quoted(old)  # only the first forwarded level
+    passed_on = "\n".join(_cut_signature(first)).strip()
+    return f"{text}\n{passed_on}".strip()
+
+
+def is_forward(subject: str) -> bool:
+    """Whether a subject marks the mail as forwarded ("Fwd:", "I:", "WG:", "TR:" …)."""
+    return bool(_FORWARD_SUBJECT.match(subject or ""))
 
 
 def strip_accents(text: str) -> str:
@@ -147,10 +225,12 @@ def _mask_number(m: re.Match[str]) -> str:
 def normalise(text: str) -> str:
     """NFKC, lowercase, URLs/e-mails/numbers masked, whitespace collapsed (accents kept)."""
     text = unicodedata.normalize("NFKC", text).lower()
-    text = _URL.sub(" _url_ ", text)
-    text = _EMAIL.sub(" _email_ ", text)
+    if "://" in text or "www." in text:
+        text = _URL.sub(" _url_ ", text)
+    if "@" in text:
+        text = _EMAIL.sub(" _email_ ", text)
     text = _NUMBER.sub(_mask_number, text)
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def clean_subject(subject: str) -> str:
@@ -167,7 +247,7 @@ def document(subject: str, body: str) -> str:
     subject ("Problem!") is common. A subject alone still decides when the body is empty.
     """
     subj = normalise(clean_subject(subject))
-    text = normalise(clean_body(body or ""))[:MAX_BODY_CHARS]
+    text = normalise(clean_body(body or "", forward=is_forward(subject)))[:MAX_BODY_CHARS]
     if subj and text:
         return f"{subj} . {text}"
     return subj or text

@@ -6,10 +6,23 @@ share pieces; "perche" meets "perché"), plus word uni- and bigrams of the text 
 Model: logistic regression with balanced class weights; per-example weights are honoured, so a
 user's corrections count more than the authored corpus.
 
+Length balance: in the authored corpus critical mail is on average about 1.5 times longer than
+routine mail in almost every batch (people explain an outage at length and ask for a typo fix in
+one line), so a model can score "long and full of function words" as critical, and then a
+long, polite routine letter looks like an emergency. Within each language, examples are weighted
+so that both labels have the same distribution over length bins: the model has to learn what
+the mail says, not how long it is. In grouped cross-validation this leaves macro-F1 unchanged
+(0.938 / 0.939) and raises it on the mails that go against the trend (short critical, long
+routine) from 0.890 to 0.902.
+
 Threshold: chosen on scores the model did not train on — out-of-fold scores from cross-validation
 grouped by `source` (whole writing styles held out at once) and, when given, a separate validation
 set — as the threshold with the best macro-F1 among those that keep critical recall at least
-`target_recall` (a little above the 0.95 we promise, to leave room for unseen styles).
+`target_recall` (a little above the 0.95 we promise, to leave room for unseen styles) overall
+*and in each language* with enough held-out critical mail (`MIN_GROUP_CRITICAL`). Measured on the corpus (8 folds grouped by
+batch, each fold scored with the threshold chosen on the other folds): the pooled floor left
+Spanish and Russian at 0.963 / 0.964 recall, the floor per language keeps every main language at or
+above 0.972, for half a point of macro-F1 (0.940 -> 0.935).
 """
 
 from __future__ import annotations
@@ -36,6 +49,10 @@ from mailsort.errors import UsageError
 
 MIN_RECALL = 0.95  # the promise
 TARGET_RECALL = 0.97  # what the threshold aims for on held-out data
+# A language needs this many held-out critical mails to get its own recall floor: below that (de,
+# fr, pt have 76 each, from two batches) the floor is one or two mails and would set everyone's
+# threshold on the noise of a single held-out batch.
+MIN_GROUP_CRITICAL = 100
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class Params:
     C: float = 10.0
     folds: int = 5
     target_recall: float = TARGET_RECALL
+    length_bins: int = 6  # 0 switches the length balance off
 
 
 def build_pipeline(params: Params = Params(), seed: int = 0) -> Pipeline:
@@ -73,10 +91,17 @@ def build_pipeline(params: Params = Params(), seed: int = 0) -> Pipeline:
 
 
 def choose_threshold(
-    y: np.ndarray, scores: np.ndarray, target_recall: float = TARGET_RECALL
+    y: np.ndarray,
+    scores: np.ndarray,
+    target_recall: float = TARGET_RECALL,
+    groups: Sequence[str] | None = None,
+    min_group_critical: int = MIN_GROUP_CRITICAL,
 ) -> float:
     """Best macro-F1 threshold among those with critical recall >= target_recall.
 
+    With `groups` (the language of each example), the recall floor holds in every group that has
+    at least `min_group_critical` critical examples as well as overall: a pooled floor can be met
+    by catching everything in one language and missing outages in another.
     Candidates are midpoints between distinct scores, so the threshold never sits exactly on a
     training score. Ties go to the lower threshold (more recall).
     """
@@ -101,8 +126,45 @@ def choose_threshold(
         f1_r = np.where(tn > 0, 2 * tn / (2 * tn + fn + fp), 0.0)
     macro = (f1_c + f1_r) / 2
     ok = recall >= target_recall - 1e-12
+    if groups is not None:
+        g = np.asarray(groups)
+        for name in np.unique(g):
+            crit = np.sort(scores[(g == name) & y])
+            if len(crit) < min_group_critical:
+                continue
+            # recall in the group at threshold t: share of its critical scores >= t
+            caught = len(crit) - np.searchsorted(crit, cands, side="left")
+            ok &= caught / len(crit) >= target_recall - 1e-12
     best = np.flatnonzero(ok)[np.argmax(macro[ok])]  # first max = lowest threshold
     return float(cands[best])
+
+
+def length_balance(
+    docs: Sequence[str], langs: Sequence[str], y: np.ndarray, bins: int
+) -> np.ndarray:
+    """Weights (mean 1) that give both labels the same length distribution within each language.
+
+    Lengths (log characters of the document) are cut into `bins` quantile bins per language; in
+    a bin holding both labels each label gets half of the bin's weight. Bins with one label only,
+    and languages with one label only, keep weight 1.
+    """
+    w = np.ones(len(docs))
+    if bins < 2 or not len(docs):
+        return w
+    length = np.log1p(np.fromiter((len(d) for d in docs), dtype=float, count=len(docs)))
+    lang = np.asarray(langs)
+    y = np.asarray(y, dtype=bool)
+    for code in np.unique(lang):
+        sel = lang == code
+        edges = np.quantile(length[sel], np.linspace(0, 1, bins + 1)[1:-1])
+        b = np.digitize(length, edges)
+        for k in range(bins):
+            cell = sel & (b == k)
+            n_c, n_r = int((cell & y).sum()), int((cell & ~y).sum())
+            if n_c and n_r:
+                w[cell & y] = (n_c + n_r) / (2 * n_c)
+                w[cell & ~y] = (n_c + n_r) / (2 * n_r)
+    return w / w.mean()
 
 
 def group_folds(sources: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
@@ -148,6 +210,7 @@ def fit(
     t0 = time.perf_counter()
     docs = [document(e.subject, e.body) for e in examples]
     w = np.array([e.weight for e in examples], dtype=float)
+    w *= length_balance(docs, [e.lang for e in examples], y, params.length_bins)
     pipe = build_pipeline(params, seed)
     _log(progress, f"features for {len(docs)} examples")
     X = pipe.named_steps["features"].fit_transform(docs)
@@ -180,7 +243,7 @@ def fit(
         held_s.append(vs)
         held_lang += [e.lang for e in valid]
     hy, hs = np.concatenate(held_y), np.concatenate(held_s)
-    threshold = choose_threshold(hy, hs, params.target_recall)
+    threshold = choose_threshold(hy, hs, params.target_recall, groups=held_lang)
     held = metrics(hy, hs >= threshold)
     elapsed = time.perf_counter() - t0
     _log(progress, f"threshold {threshold:.4f}, trained in {elapsed:.1f} s")
@@ -193,7 +256,7 @@ def fit(
             "size": len(examples),
             "by_language": _counts(examples),
             "sources": len({e.source for e in examples}),
-            "weighted_examples": int(np.sum(w != 1.0)),
+            "weighted_examples": sum(1 for e in examples if e.weight != 1.0),
             "valid_digest": digest(valid) if valid else None,
             "valid_size": len(valid) if valid else 0,
             "seconds": round(elapsed, 1),
@@ -206,6 +269,7 @@ def fit(
             "min_df": params.min_df,
             "features": int(X.shape[1]),
             "C": params.C,
+            "length_bins": params.length_bins,
             "seed": seed,
             "folds": n_folds,
         },
