@@ -18,7 +18,8 @@
 - pairs that are still similar (Jaccard >= 0.5) across splits lose their train/valid member, so
   nothing near a test example is trained on.
 
-Prints counts by language, label and split (and `--markdown` the table for the README).
+Prints counts by language, label and split (and with `--markdown` the tables for the README:
+by language and label, and one row per batch).
 """
 
 from __future__ import annotations
@@ -280,7 +281,29 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
     if args.markdown:
         print("\n" + "\n".join(lines))
+        print("\n" + batch_table(out))
     return 0
+
+
+def batch_table(out: dict[str, list[Example]]) -> str:
+    """Markdown: one row per batch (source) with its counts by label and its split."""
+    rows: dict[str, Counter] = defaultdict(Counter)
+    split_of: dict[str, str] = {}
+    lang_of: dict[str, str] = {}
+    for split, examples in out.items():
+        for e in examples:
+            rows[e.source][e.label] += 1
+            split_of[e.source] = split
+            lang_of[e.source] = e.lang
+    lines = ["| batch (source) | file | lang | origin | critical | routine | split |",
+             "|---|---|---|---|---|---|---|"]
+    for source in sorted(rows, key=lambda s: (lang_of[s], s)):
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        origin = "template generator" if is_generated(source) else "authored"
+        lines.append(f"| `{source}` | `parts/{lang_of[source]}-{name}.jsonl` | {lang_of[source]} | "
+                     f"{origin} | {rows[source]['critical']} | {rows[source]['routine']} | "
+                     f"{split_of[source]} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
