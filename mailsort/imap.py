@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
@@ -673,10 +673,26 @@ def parse_placements(data: list) -> list[Placement]:
     return out
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                       "Dec"), 1)}
+_ZONES: dict[str, timezone] = {}
+
+
 def parse_internaldate(text: str) -> datetime | None:
+    """'25-Nov-2026 20:00:00 +0100' -> aware datetime (None if malformed). By hand: strptime costs a
+    tenth of a millisecond, once per fetched message."""
     try:
-        return datetime.strptime(text.strip(), "%d-%b-%Y %H:%M:%S %z")
-    except ValueError:
+        day, month, rest = text.strip().split("-", 2)
+        year, clock, zone = rest.split(" ")
+        hour, minute, second = clock.split(":")
+        tz = _ZONES.get(zone)
+        if tz is None:
+            if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
+                return None
+            offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
+            tz = _ZONES.setdefault(zone, timezone(-offset if zone[0] == "-" else offset))
+        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=tz)
+    except (ValueError, KeyError):
         return None
 
 

@@ -229,21 +229,17 @@ class Store:
 
     # ------------------------------------------------------------------------------ messages
 
-    def record_decisions(self, rows: Sequence[HandledMessage], replies: Sequence[OutboxEntry] = ()) -> list[int]:
+    def record_decisions(self, rows: Sequence[HandledMessage | tuple], replies: Sequence[OutboxEntry] = ()) -> list[int]:
         """Journal decisions (not yet applied) and queue their replies, in one transaction.
-        Returns the ids of replies actually queued (a reply already queued once is not queued again)."""
+        Returns the ids of replies actually queued (a reply already queued once is not queued again).
+        A row may also come as `journal_params(row)`, prepared elsewhere (a worker process)."""
         queued: list[int] = []
+        params = [r if isinstance(r, tuple) else journal_params(r) for r in rows]
         with self.transaction() as db:
-            for r in rows:
-                db.execute(
-                    "INSERT OR IGNORE INTO messages (account, folder, uidvalidity, uid, message_id, sender, sender_name, "
-                    "subject, language, label, p_critical, client, arrived_at, handled_at, open_at_arrival, decision, "
-                    "applied, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (r.account, r.folder, r.uidvalidity, r.uid, r.message_id, r.sender, r.sender_name, r.subject,
-                     r.language, r.label, r.p_critical, r.client, iso(r.arrived_at) if r.arrived_at else None,
-                     iso(r.handled_at), int(r.open_at_arrival), json.dumps(r.decision, ensure_ascii=False),
-                     int(r.applied), iso(r.due_at) if r.due_at else None),
-                )
+            db.executemany(
+                "INSERT OR IGNORE INTO messages (account, folder, uidvalidity, uid, message_id, sender, sender_name, "
+                "subject, language, label, p_critical, client, arrived_at, handled_at, open_at_arrival, decision, "
+                "applied, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
             for entry in replies:
                 entry_id = self._queue(db, entry)
                 if entry_id is not None:
@@ -267,6 +263,32 @@ class Store:
     def handled_message_ids(self, account: str) -> set[str]:
         rows = self.db.execute("SELECT message_id FROM messages WHERE account=? AND message_id != ''", (account,))
         return {r[0] for r in rows}
+
+    def labels_by_message_id(self, account: str, message_ids: Sequence[str]) -> dict[str, str]:
+        """Message-ID -> label recorded for it (the first row, when there are several)."""
+        out: dict[str, str] = {}
+        wanted = sorted(set(message_ids))
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = self.db.execute(f"SELECT message_id, label FROM messages WHERE account=? AND message_id IN "
+                                   f"({','.join('?' * len(part))}) ORDER BY handled_at, rowid", (account, *part))
+            for message_id, label in rows:
+                out.setdefault(message_id, label)
+        return out
+
+    def history_snapshot(self, account: str, before: datetime) -> tuple[dict[str, tuple[tuple[str, datetime], ...]],
+                                                                         set[str], set[str]]:
+        """What reply_history, sender_seen_before and handled_message_ids answer, for every address at
+        once: ({recipient: ((template, send time), ...)}, senders seen before `before`, Message-IDs handled).
+        Three queries, so that a big pass (and its worker processes) need not ask per message."""
+        replies: dict[str, list[tuple[str, datetime]]] = {}
+        for recipient, template, send_at in self.db.execute(
+                "SELECT recipient, template, send_at FROM outbox WHERE account=? AND state IN ('queued','sending','sent')",
+                (account,)):
+            replies.setdefault(recipient, []).append((template, from_iso(send_at)))  # type: ignore[arg-type]
+        senders = {r[0] for r in self.db.execute(
+            "SELECT DISTINCT sender FROM messages WHERE account=? AND handled_at < ?", (account, iso(before)))}
+        return {k: tuple(v) for k, v in replies.items()}, senders, self.handled_message_ids(account)
 
     def sender_seen_before(self, account: str, sender: str, before: datetime) -> bool:
         row = self.db.execute("SELECT 1 FROM messages WHERE account=? AND sender=? AND handled_at < ? LIMIT 1",
@@ -396,6 +418,14 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO account_meta VALUES (?,?,?) ON CONFLICT(account, key) DO UPDATE SET value=excluded.value",
                        (account, key, value))
+
+
+def journal_params(r: HandledMessage) -> tuple:
+    """The parameters of a row's INSERT into `messages` (see Store.record_decisions)."""
+    return (r.account, r.folder, r.uidvalidity, r.uid, r.message_id, r.sender, r.sender_name, r.subject,
+            r.language, r.label, r.p_critical, r.client, iso(r.arrived_at) if r.arrived_at else None,
+            iso(r.handled_at), int(r.open_at_arrival), json.dumps(r.decision, ensure_ascii=False),
+            int(r.applied), iso(r.due_at) if r.due_at else None)
 
 
 def _handled(row: sqlite3.Row) -> HandledMessage:

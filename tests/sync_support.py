@@ -1,8 +1,9 @@
 """Helpers for the sync tests: a rule-based stand-in classifier, sample mail, configs for a Dovecot
 user, a command recorder, and a way to read back what the server holds.
 
-Run as a script it is `mailsort` with the stand-in classifier (and MAILSORT_TEST_BATCH as the batch
-size), so the crash tests can run the real CLI in a subprocess without the trained model:
+Run as a script it is `mailsort` with the stand-in classifier (and MAILSORT_TEST_BATCH, _PARALLEL_MIN,
+_PARALLEL_BATCH, _APPLY_GROUP in place of sync.py's sizes), so the crash tests can run the real CLI in a
+subprocess without the trained model:
     python tests/sync_support.py --config CONFIG sync
 """
 
@@ -275,11 +276,13 @@ password_env = "{env}"
 # ------------------------------------------------------------------------------------- the server side
 
 
-def wait_for_login(dovecot, user: str, password: str, timeout: float = 5.0) -> None:
-    """Dovecot re-reads its passwd-file at most about once a second: a user added a moment ago may be
-    refused for a little while. Wait until the login works."""
+def wait_for_login(dovecot, user: str, password: str, timeout: float = 20.0) -> None:
+    """Dovecot looks at its passwd-file again at most once a second, and a refused login costs a
+    two-second penalty (more for the next one): a user added a moment ago is refused until the clock
+    ticks past the second of the last look. So wait for the next second first, then try."""
     import time
 
+    time.sleep(1.05 - time.time() % 1.0)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -288,7 +291,7 @@ def wait_for_login(dovecot, user: str, password: str, timeout: float = 5.0) -> N
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+            time.sleep(0.2)
 
 
 def mailbox(dovecot, user: str, password: str) -> MailBoxUnencrypted:
@@ -318,6 +321,13 @@ def contents(dovecot, user: str, password: str, folders=("INBOX", "Later")) -> d
                 found[mid] = tuple(f for f in msg.flags if f != "\\Recent")
             out[folder] = found
     return out
+
+
+def everything(dovecot, user: str, password: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """`contents` of every folder the user has."""
+    with mailbox(dovecot, user, password) as box:
+        folders = [f.name for f in box.folder.list() if "\\Noselect" not in f.flags]
+    return contents(dovecot, user, password, folders=folders)
 
 
 class CommandLog:
@@ -359,8 +369,10 @@ if __name__ == "__main__":
     install_fake_classifier()
     import mailsort.sync
 
-    if os.environ.get("MAILSORT_TEST_BATCH"):
-        mailsort.sync.BATCH = int(os.environ["MAILSORT_TEST_BATCH"])
+    for variable, name in (("MAILSORT_TEST_BATCH", "BATCH"), ("MAILSORT_TEST_PARALLEL_MIN", "PARALLEL_MIN"),
+                           ("MAILSORT_TEST_PARALLEL_BATCH", "PARALLEL_BATCH"), ("MAILSORT_TEST_APPLY_GROUP", "APPLY_GROUP")):
+        if os.environ.get(variable):
+            setattr(mailsort.sync, name, int(os.environ[variable]))
     from mailsort.cli import main
 
     sys.exit(main(sys.argv[1:]))

@@ -126,7 +126,7 @@ def test_simple_address_lists_read_exactly_as_the_stdlib_reads_them(items):
     simple = M._simple_addresses(value)
     if simple is not None:  # None: left to getaddresses, which is then used as it is
         assert [(n, a) for n, a, _ in simple] == email.utils.getaddresses([value]), value
-    assert M._address_pairs(value) == email.utils.getaddresses([value])
+    assert list(M._address_pairs(value)) == email.utils.getaddresses([value])
 
 
 def test_language_scorer_agrees_with_rank():

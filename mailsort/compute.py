@@ -1,0 +1,473 @@
+"""The CPU side of a sync pass: parse, classify and decide a batch of fetched messages — in the sync
+process for small batches, in two worker processes for big ones.
+
+Why workers, and why this shape. A first sync costs about half a millisecond of CPU per message
+(parsing, language, the model, the policy), and loading the model costs over a second, most of it
+importing scikit-learn. So the first worker is forked as soon as a folder turns out to hold a lot of
+new mail; it loads the model while the sync process fetches, then forks the second worker, which
+shares the loaded model. The sync process itself keeps the I/O: IMAP, the journal, the bulk STOREs.
+
+Deciding needs history, and history is sequential: a reply planned for one message counts for the
+next message of the same sender, and a sender met earlier in the pass is no stranger. `PassHistory`
+is that history. The sync process keeps the authoritative one and sends each worker what it learned
+since that worker's last batch; a worker decides with that, plus what it sees earlier in its own
+batch, and reports the history each decision was made with (`Outcome.used`). The sync process
+checks every decision in UID order against the true history and decides again itself where they
+differ (a sender met in a batch that was still in flight). So the decisions are exactly those of one
+process deciding in UID order, by construction, whatever the workers' timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
+
+from .calendar import NeverOpenError, WorkCalendar
+from .errors import MailsortError
+from .imap import FetchedMessage
+from .message import Message, UnparseableMessage
+
+if TYPE_CHECKING:  # multiprocessing is imported only when workers start: a sync with nothing new never needs it
+    from multiprocessing.connection import Connection
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierLike(Protocol):
+    def predict(self, pairs: Sequence[tuple[str, str]]) -> list[Any]: ...
+
+
+class WorkerError(MailsortError):
+    """A worker process failed (the model could not be loaded, or it died)."""
+
+    exit_code = 1
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """A message no parser could read: set aside with the reason, never fatal."""
+
+    uid: int
+    reason: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the CPU side made of one fetched message. `decision` is None for a message that is set
+    aside or whose Message-ID was handled before (the sync process sees to those)."""
+
+    uid: int
+    message: Message | None = None
+    unparsed: Unparsed | None = None
+    verdict: Any = None
+    decision: Any = None  # policy.Decision
+    decision_json: dict | None = None
+    used: tuple | None = None  # (seen_before, planned replies): the pass history the decision saw
+    row: tuple | None = None  # the journal row, ready for Store.record_decisions (store.journal_params)
+
+
+# ------------------------------------------------------------------------------------- history
+
+
+class PassHistory:
+    """What a pass adds to the history as it decides in UID order: senders met (and reply recipients),
+    replies planned per recipient, Message-IDs handled. `base` makes an overlay: a worker's view of
+    one batch on top of what the sync process told it, thrown away after the batch."""
+
+    def __init__(self, base: "PassHistory | None" = None):
+        self.base = base
+        self.keys: set[str] = set()
+        self.replies: dict[str, list[tuple[str, datetime]]] = {}
+        self.ids: set[str] = set()
+        self.events: list[tuple] = []  # what happened, in order, for the workers' copies
+
+    def met(self, key: str) -> bool:
+        return key in self.keys or (self.base is not None and self.base.met(key))
+
+    def planned(self, key: str) -> tuple[tuple[str, datetime], ...]:
+        own = tuple(self.replies.get(key, ()))
+        return (self.base.planned(key) + own) if self.base is not None else own
+
+    def handled(self, message_id: str) -> bool:
+        return message_id in self.ids or (self.base is not None and self.base.handled(message_id))
+
+    def add_id(self, message_id: str) -> None:
+        self.ids.add(message_id)
+        self.events.append(("id", message_id))
+
+    def record(self, sender: str, decision: Any, now: datetime) -> None:
+        """After deciding a message from `sender`: the sender is met, and its replies are planned (later
+        messages of this pass must see them: one reply per sender per min_days_between)."""
+        self.keys.add(sender)
+        self.events.append(("met", sender))
+        for action in decision.of_type("reply"):
+            key = action.to or sender
+            self.keys.add(key)
+            self.replies.setdefault(key, []).append((action.template, action.send_at or now))
+            self.events.append(("reply", key, action.template, action.send_at or now))
+
+    def apply(self, events: Iterable[tuple]) -> None:
+        """Bring a worker's copy up to date with the sync process's events."""
+        for event in events:
+            if event[0] == "id":
+                self.ids.add(event[1])
+            elif event[0] == "met":
+                self.keys.add(event[1])
+            else:
+                self.keys.add(event[1])
+                self.replies.setdefault(event[1], []).append((event[2], event[3]))
+
+
+class HistorySource(Protocol):
+    """The history the store holds from earlier passes: replies per recipient, senders seen before."""
+
+    def replies(self, address: str) -> tuple[tuple[str, datetime], ...]: ...
+
+    def seen(self, sender: str) -> bool: ...
+
+    def handled(self, message_id: str) -> bool: ...
+
+
+class StoreHistory:
+    """Asks the store, once per address (small passes: a query costs less than a snapshot)."""
+
+    def __init__(self, store: Any, account: str, now: datetime, handled_ids: Callable[[], set[str]]):
+        self.store, self.account, self.now = store, account, now
+        self._handled_ids = handled_ids
+        self._replies: dict[str, tuple] = {}
+        self._seen: dict[str, bool] = {}
+
+    def replies(self, address: str) -> tuple[tuple[str, datetime], ...]:
+        if address not in self._replies:
+            self._replies[address] = tuple(self.store.reply_history(self.account, address))
+        return self._replies[address]
+
+    def seen(self, sender: str) -> bool:
+        if sender not in self._seen:
+            self._seen[sender] = self.store.sender_seen_before(self.account, sender, self.now)
+        return self._seen[sender]
+
+    def handled(self, message_id: str) -> bool:
+        return message_id in self._handled_ids()
+
+
+@dataclass(frozen=True)
+class SnapshotHistory:
+    """The same history read in three queries at the start of a big pass, so worker processes can use
+    it without a database connection (see Store.history_snapshot)."""
+
+    reply_history: dict[str, tuple[tuple[str, datetime], ...]]
+    senders: frozenset[str]
+    message_ids: frozenset[str]
+
+    def replies(self, address: str) -> tuple[tuple[str, datetime], ...]:
+        return self.reply_history.get(address.lower(), ())
+
+    def seen(self, sender: str) -> bool:
+        return sender in self.senders
+
+    def handled(self, message_id: str) -> bool:
+        return message_id in self.message_ids
+
+
+# ------------------------------------------------------------------------------------- one batch
+
+
+@dataclass
+class Context:
+    """Everything a batch needs, built in the sync process (or, for the costly parts, in the first
+    worker: `classifier` and `settings` are callables, called at most once per process)."""
+
+    classifier: Callable[[], ClassifierLike]
+    settings: Callable[[], Any]
+    calendar: WorkCalendar
+    now: datetime
+    history: HistorySource
+    reply_within: timedelta
+    account: str
+
+    def decide(self, message: Message, verdict: Any, passed: PassHistory) -> tuple[Any, tuple]:
+        """policy.decide with the sender's whole history: the store's, and what this pass planned."""
+        from .policy import History, decide
+
+        sender = message.sender
+        planned = passed.planned(sender)
+        seen = bool(sender) and (passed.met(sender) or self.history.seen(sender))
+        history = History(replies=self.history.replies(sender) + planned, seen_before=seen)
+        decision = decide(message, verdict, self.calendar, history, self.now, self.settings())
+        return decision, (seen, planned)
+
+    def used(self, sender: str, passed: PassHistory) -> tuple:
+        """The pass history a decision for `sender` must see now (compare with Outcome.used)."""
+        return bool(sender) and (passed.met(sender) or self.history.seen(sender)), passed.planned(sender)
+
+    def row(self, folder: str, uidvalidity: int, message: Message, decision: Any, decision_json: dict,
+            arrived: datetime | None) -> tuple:
+        """The journal row of a decided message: what was decided, and when it arrived — was the calendar
+        open then, and (critical mail) when is the answer due?"""
+        from .store import HandledMessage, journal_params
+
+        arrived_at = arrived or message.date
+        due_at = None
+        if decision.label == "critical":
+            try:
+                due_at = self.calendar.add_open_time(arrived_at or self.now, self.reply_within)
+            except NeverOpenError:
+                due_at = None
+        return journal_params(HandledMessage(
+            account=self.account, folder=folder, uidvalidity=uidvalidity, uid=message.uid or 0,
+            message_id=message.message_id, sender=message.sender, sender_name=message.sender_name,
+            subject=message.subject, language=message.language, label=decision.label,
+            p_critical=float(decision.p_critical), client=decision.client, arrived_at=arrived_at,
+            handled_at=self.now, open_at_arrival=self.calendar.is_open(arrived_at) if arrived_at else decision.open_now,
+            decision=decision_json, due_at=due_at,
+        ))
+
+
+def parse_fetched(fetched: Sequence[FetchedMessage], folder: str) -> list[Message | Unparsed]:
+    """Parse each message; one that no parser can read is set aside with the reason, never fatal."""
+    from dataclasses import replace
+
+    from .message import detect_languages, language_text, parse
+
+    out: list[Message | Unparsed] = []
+    for item in fetched:
+        try:
+            out.append(parse(item.raw, uid=item.uid, folder=folder, language=False))
+        except UnparseableMessage as exc:
+            out.append(Unparsed(item.uid, str(exc), quick_message_id(item.raw)))
+        except Exception as exc:  # a parser bug on one message must not stop the sync
+            out.append(Unparsed(item.uid, f"parser failed: {type(exc).__name__}: {exc}", quick_message_id(item.raw)))
+    messages = [m for m in out if isinstance(m, Message)]
+    languages = iter(detect_languages(language_text(m.subject, m.text) for m in messages))
+    return [replace(m, language=next(languages)) if isinstance(m, Message) else m for m in out]
+
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.I | re.M)
+
+
+def quick_message_id(raw: bytes) -> str:
+    m = _MESSAGE_ID.search(raw)
+    return m.group(1).decode("utf-8", "replace") if m else ""
+
+
+def compute_batch(context: Context, folder: str, uidvalidity: int, fetched: Sequence[FetchedMessage],
+                  passed: PassHistory) -> list[Outcome]:
+    """Parse, classify (one call for the batch) and decide, in UID order, updating `passed` as it goes.
+    A message whose Message-ID was handled before (by an earlier pass, or earlier in this one) is not
+    decided again."""
+    arrived = {m.uid: m.internaldate for m in fetched}
+    parsed = parse_fetched(fetched, folder)
+    fresh: list[Message] = []
+    for item in parsed:
+        if isinstance(item, Message) and not (item.message_id and (context.history.handled(item.message_id)
+                                                                   or passed.handled(item.message_id))):
+            fresh.append(item)
+            if item.message_id:
+                passed.add_id(item.message_id)  # a duplicate later in this pass is "known"
+    verdicts = context.classifier().predict([(m.subject, m.text) for m in fresh]) if fresh else []
+    decided: dict[int, Outcome] = {}
+    for message, verdict in zip(fresh, verdicts):
+        decision, used = context.decide(message, verdict, passed)
+        passed.record(message.sender, decision, context.now)
+        decision_json = decision.to_json()
+        row = context.row(folder, uidvalidity, message, decision, decision_json, arrived.get(message.uid or 0))
+        decided[message.uid or 0] = Outcome(message.uid or 0, message, None, verdict, decision, decision_json, used, row)
+    out = []
+    for item in parsed:
+        if isinstance(item, Unparsed):
+            out.append(Outcome(item.uid, unparsed=item))
+        else:
+            out.append(decided.get(item.uid or 0) or Outcome(item.uid or 0, item))
+    return out
+
+
+# ------------------------------------------------------------------------------------- workers
+
+
+class Workers:
+    """Worker processes that compute batches for the sync process. The first one runs `setup` (it
+    loads the model), then forks the others, which share what it loaded. Each worker holds up to
+    `depth` batches (one being computed, the next waiting), and answers them in order.
+
+    `setup()` returns the function a worker applies to each message it receives. Workers stop when told
+    to, or when the sync process goes away (their end of the pipe then reads EOF), even after kill -9."""
+
+    def __init__(self, setup: Callable[[], Callable[[Any], Any]], count: int = 2, depth: int = 2):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        pipes = [context.Pipe() for _ in range(max(1, count))]
+        self.conns: list[Connection] = [parent for parent, _ in pipes]
+        self.ready: list[bool] = [False] * len(pipes)
+        self.load: list[int] = [0] * len(pipes)  # batches sent and not answered, per worker
+        self.depth = depth
+        self.process = context.Process(target=_first_worker, name="mailsort-worker",
+                                       args=(setup, [child for _, child in pipes], self.conns), daemon=True)
+        self.process.start()
+        for _, child in pipes:
+            child.close()
+        self.closed = False
+
+    def free(self) -> list[int]:
+        """Workers that are up and can take another batch, least loaded first."""
+        self._poll_ready()
+        return sorted((i for i in range(len(self.conns)) if self.ready[i] and self.load[i] < self.depth),
+                      key=lambda i: self.load[i])
+
+    def send(self, worker: int, message: Any) -> None:
+        assert self.ready[worker] and self.load[worker] < self.depth
+        try:
+            self.conns[worker].send(message)
+        except OSError as exc:
+            raise WorkerError(f"worker {worker + 1} is gone ({exc}); {self._exit_note()}") from None
+        self.load[worker] += 1
+
+    def finished(self, timeout: float | None = 0.0) -> list[tuple[int, Any]]:
+        """(worker, result) for every batch done (waiting up to `timeout` for the first; None: forever).
+        A worker's results come in the order its batches were sent."""
+        from multiprocessing.connection import wait
+
+        busy = [self.conns[i] for i in range(len(self.conns)) if self.load[i]]
+        if not busy:
+            return []
+        out = []
+        for conn in wait(busy, timeout):
+            worker = self.conns.index(conn)
+            out.append((worker, self._receive(worker)))
+            self.load[worker] -= 1
+        return out
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a worker has something to say (a result, or that it is up)."""
+        from multiprocessing.connection import wait
+
+        talking = [c for i, c in enumerate(self.conns) if self.load[i] or not self.ready[i]]
+        if talking:
+            wait(talking, timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
+
+    def _poll_ready(self) -> None:
+        for i, conn in enumerate(self.conns):
+            if not self.ready[i] and conn.poll():
+                self._receive(i)
+                self.ready[i] = True
+
+    def _receive(self, worker: int) -> Any:
+        try:
+            kind, value = self.conns[worker].recv()
+        except (EOFError, OSError):
+            raise WorkerError(f"worker {worker + 1} stopped unexpectedly; {self._exit_note()}") from None
+        if kind == "error":
+            raise WorkerError(value)
+        return value
+
+    def _exit_note(self) -> str:
+        code = self.process.exitcode
+        return f"exit status {code}" if code is not None else "still running"
+
+
+def _first_worker(setup: Callable[[], Callable[[Any], Any]], children: list[Connection], parents: list[Connection]) -> None:
+    """The first worker: run the setup, fork the other workers, then serve its own pipe."""
+    for conn in parents:  # only the sync process may hold these: its death must read as EOF here
+        conn.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sync process's to handle
+    try:
+        work = setup()
+    except BaseException as exc:  # noqa: BLE001 - reported to the sync process, which raises it
+        reason = str(exc) if isinstance(exc, MailsortError) else f"worker setup failed: {type(exc).__name__}: {exc}"
+        for conn in children:
+            _report(conn, ("error", reason))
+        return
+    pids = []
+    for conn in children[1:]:
+        pid = os.fork()
+        if pid == 0:  # a further worker: shares the loaded model, serves its own pipe
+            for other in children:
+                if other is not conn:
+                    other.close()
+            try:
+                _serve(conn, work)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+        conn.close()
+    try:
+        _serve(children[0], work)
+    finally:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _serve(conn: Connection, work: Callable[[Any], Any]) -> None:
+    """Answer batches in the order they come. A thread reads them off the pipe as soon as they arrive,
+    so the sync process can hand over the next batch while this one is computed, and never waits on a
+    full pipe while this worker waits to send its result."""
+    import queue
+    import threading
+
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            inbox.put(message)
+            if message is None:
+                return
+
+    _report(conn, ("ready", os.getpid()))
+    threading.Thread(target=read, name="mailsort-worker-inbox", daemon=True).start()
+    while True:
+        message = inbox.get()
+        if message is None:
+            return
+        try:
+            result = ("ok", work(message))
+        except MailsortError as exc:
+            result = ("error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: reported, the sync process decides
+            log.exception("worker failed")
+            result = ("error", f"worker failed: {type(exc).__name__}: {exc}")
+        if not _report(conn, result):
+            return
+
+
+def _report(conn: Connection, message: Any) -> bool:
+    try:
+        conn.send(message)
+        return True
+    except OSError:
+        return False
+
+
+def worker_count() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
