@@ -470,4 +470,10 @@ def _report(conn: Connection, message: Any) -> bool:
 
 
 def worker_count() -> int:
+    """Two workers where there are two cores and fork (they share the loaded model through it); 1 means
+    no workers: the sync process computes itself."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
     return max(1, min(2, os.cpu_count() or 1))

@@ -681,6 +681,8 @@ def _plain_text(text_plain: Iterable[str], text_html: Sequence[str]) -> str:
 _BLOCK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|p|div|tr|li|h\d)\b[^>]*>", re.I)
 _DROP = re.compile(r"<\s*(script|style|head)\b.*?<\s*/\s*\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]+>")
+_BLANKS = re.compile(r"[ \t\xa0]+")
+_EMPTY_LINES = re.compile(r"\n{3,}")
 
 
 def html_to_text(markup: str) -> str:
@@ -688,8 +690,8 @@ def html_to_text(markup: str) -> str:
     markup = _DROP.sub(" ", markup)
     markup = _BLOCK.sub("\n", markup)
     text = html.unescape(_TAG.sub(" ", markup))
-    lines = [re.sub(r"[ \t\xa0]+", " ", line).strip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    lines = [_BLANKS.sub(" ", line).strip() for line in text.splitlines()]
+    return _EMPTY_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def _header_text(value) -> str:
@@ -708,9 +710,12 @@ def _address_text(pair: tuple[str, str]) -> str:
     return f'"{quoted}" <{address}>'
 
 
+_BREAKS = re.compile(r"[\r\n\t]+")
+
+
 def _one_line(value: str) -> str:
     """Headers may never carry CR/LF into anything we build from them."""
-    return re.sub(r"[\r\n\t]+", " ", value or "").strip()
+    return _BREAKS.sub(" ", value or "").strip()
 
 
 def _first_address(value: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -84,6 +84,13 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL,
         PRIMARY KEY (account, key)
     );
+    """,
+    # version 2: what a pass reads on every sync, even one with nothing new, found by index rather than
+    # by reading every row: recent mail (notifications), mail still waiting for an answer, Overdue labels
+    """
+    CREATE INDEX messages_by_time ON messages (account, COALESCE(arrived_at, handled_at));
+    CREATE INDEX messages_open ON messages (account, answered_at, COALESCE(arrived_at, handled_at));
+    CREATE INDEX messages_overdue ON messages (account, overdue_labelled);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -264,16 +271,18 @@ class Store:
         rows = self.db.execute("SELECT message_id FROM messages WHERE account=? AND message_id != ''", (account,))
         return {r[0] for r in rows}
 
-    def labels_by_message_id(self, account: str, message_ids: Sequence[str]) -> dict[str, str]:
-        """Message-ID -> label recorded for it (the first row, when there are several)."""
-        out: dict[str, str] = {}
+    def labels_by_message_id(self, account: str, message_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Message-ID -> the labels its decision applied (from the first row, when there are several): what
+        another copy of the same message gets, so that all copies look alike."""
+        out: dict[str, tuple[str, ...]] = {}
         wanted = sorted(set(message_ids))
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
-            rows = self.db.execute(f"SELECT message_id, label FROM messages WHERE account=? AND message_id IN "
+            rows = self.db.execute(f"SELECT message_id, decision FROM messages WHERE account=? AND message_id IN "
                                    f"({','.join('?' * len(part))}) ORDER BY handled_at, rowid", (account, *part))
-            for message_id, label in rows:
-                out.setdefault(message_id, label)
+            for message_id, decision in rows:
+                if message_id not in out:
+                    out[message_id] = label_targets(json.loads(decision))
         return out
 
     def history_snapshot(self, account: str, before: datetime) -> tuple[dict[str, tuple[tuple[str, datetime], ...]],
@@ -283,8 +292,8 @@ class Store:
         Three queries, so that a big pass (and its worker processes) need not ask per message."""
         replies: dict[str, list[tuple[str, datetime]]] = {}
         for recipient, template, send_at in self.db.execute(
-                "SELECT recipient, template, send_at FROM outbox WHERE account=? AND state IN ('queued','sending','sent')",
-                (account,)):
+                "SELECT recipient, template, send_at FROM outbox WHERE account=? AND state IN ('queued','sending','sent') "
+                "ORDER BY id", (account,)):
             replies.setdefault(recipient, []).append((template, from_iso(send_at)))  # type: ignore[arg-type]
         senders = {r[0] for r in self.db.execute(
             "SELECT DISTINCT sender FROM messages WHERE account=? AND handled_at < ?", (account, iso(before)))}
@@ -320,10 +329,11 @@ class Store:
     def open_messages(self, account: str, since: datetime) -> list[HandledMessage]:
         """Client mail that arrived since `since` and still waits for an answer, plus any mail that
         carries the Overdue label: what the reply-deadline step needs, without reading all history."""
-        rows = self.db.execute(
-            "SELECT * FROM messages WHERE account=? AND label IN ('critical', 'routine') AND (overdue_labelled=1 "
-            "OR (answered_at IS NULL AND COALESCE(arrived_at, handled_at) >= ?)) ORDER BY COALESCE(arrived_at, handled_at)",
-            (account, iso(since)))
+        rows = self.db.execute(  # two index searches (SQLite would scan the table for the OR)
+            "SELECT * FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE account=? AND overdue_labelled=1 "
+            "UNION SELECT rowid FROM messages WHERE account=? AND answered_at IS NULL AND "
+            "COALESCE(arrived_at, handled_at) >= ?) AND label IN ('critical', 'routine') "
+            "ORDER BY COALESCE(arrived_at, handled_at)", (account, account, iso(since)))
         return [_handled(r) for r in rows]
 
     def set_answered_many(self, account: str, answers: Iterable[tuple[str, datetime]]) -> int:
@@ -403,8 +413,8 @@ class Store:
     def reply_history(self, account: str, recipient: str) -> list[tuple[str, datetime]]:
         """(template, send time) of every reply to this address that was not cancelled or failed."""
         rows = self.db.execute(
-            "SELECT template, send_at FROM outbox WHERE account=? AND recipient=? AND state IN ('queued','sending','sent')",
-            (account, recipient.lower()),
+            "SELECT template, send_at FROM outbox WHERE account=? AND recipient=? AND state IN ('queued','sending','sent') "
+            "ORDER BY id", (account, recipient.lower()),
         )
         return [(r[0], from_iso(r[1])) for r in rows]  # type: ignore[misc]
 
@@ -420,6 +430,11 @@ class Store:
                        (account, key, value))
 
 
+def label_targets(decision: dict) -> tuple[str, ...]:
+    """The labels a journaled decision applies."""
+    return tuple(a["target"] for a in decision.get("actions", ()) if a.get("type") == "label" and a.get("target"))
+
+
 def journal_params(r: HandledMessage) -> tuple:
     """The parameters of a row's INSERT into `messages` (see Store.record_decisions)."""
     return (r.account, r.folder, r.uidvalidity, r.uid, r.message_id, r.sender, r.sender_name, r.subject,
@@ -428,16 +443,35 @@ def journal_params(r: HandledMessage) -> tuple:
             int(r.applied), iso(r.due_at) if r.due_at else None)
 
 
+_TIMES = ("arrived_at", "handled_at", "answered_at", "due_at")
+_FLAGS = ("open_at_arrival", "applied", "overdue_labelled")
+_AS_STORED = tuple(f.name for f in fields(HandledMessage) if f.name not in (*_TIMES, *_FLAGS, "decision"))
+_LAYOUTS: dict[tuple[str, ...], tuple] = {}
+
+
 def _handled(row: sqlite3.Row) -> HandledMessage:
-    return HandledMessage(
-        account=row["account"], folder=row["folder"], uidvalidity=row["uidvalidity"], uid=row["uid"],
-        message_id=row["message_id"], sender=row["sender"], sender_name=row["sender_name"], subject=row["subject"],
-        language=row["language"], label=row["label"], p_critical=row["p_critical"], client=row["client"],
-        arrived_at=from_iso(row["arrived_at"]), handled_at=from_iso(row["handled_at"]),  # type: ignore[arg-type]
-        open_at_arrival=bool(row["open_at_arrival"]), decision=json.loads(row["decision"]),
-        applied=bool(row["applied"]), answered_at=from_iso(row["answered_at"]), due_at=from_iso(row["due_at"]),
-        overdue_labelled=bool(row["overdue_labelled"]),
-    )
+    """A `messages` row as a HandledMessage. Built without the frozen dataclass's __init__ (which sets
+    twenty fields one by one through object.__setattr__) and without looking columns up by name: the
+    sync's bookkeeping reads every recent row on every pass, so this is on the path of a sync with
+    nothing new. Same object, same fields (every field of HandledMessage is a column of that name)."""
+    names = tuple(row.keys())
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        where = {name: i for i, name in enumerate(names)}
+        layout = _LAYOUTS.setdefault(names, (tuple((n, where[n]) for n in _AS_STORED),
+                                             tuple((n, where[n]) for n in _TIMES),
+                                             tuple((n, where[n]) for n in _FLAGS), where["decision"]))
+    stored, times, flags, decision = layout
+    values = tuple(row)
+    fields_ = {name: values[i] for name, i in stored}
+    for name, i in times:
+        fields_[name] = datetime.fromisoformat(values[i]) if values[i] else None
+    for name, i in flags:
+        fields_[name] = bool(values[i])
+    fields_["decision"] = json.loads(values[decision])
+    message = object.__new__(HandledMessage)
+    message.__dict__.update(fields_)
+    return message
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:

@@ -39,7 +39,7 @@ from .config import AccountConfig, Config
 from .errors import MailsortError
 from .imap import FetchedMessage, ImapSession, UidValidityChanged, keyword_for, open_session
 from .message import Message
-from .store import FolderState, HandledMessage, OutboxEntry, Store, from_iso, iso, journal_params
+from .store import FolderState, HandledMessage, OutboxEntry, Store, from_iso, iso, journal_params, label_targets
 from .workflows import run_workflows
 
 log = logging.getLogger(__name__)
@@ -320,6 +320,7 @@ class _AccountPass:
                                timedelta(hours=config.replies.reply_within_hours), account.name)
         self.workers: Workers | None = None
         self._told: list[int] = []  # per worker: how many of self.passed.events it was sent
+        self._labels: dict[str, tuple[str, ...]] = {}  # Message-ID -> labels applied in this pass
         self.processed = config.labels.processed
         self.name = account.name
 
@@ -580,6 +581,8 @@ class _AccountPass:
                 known.append((outcome.uid, message.message_id))
                 continue
             decision_json = outcome.decision_json
+            if message.message_id:  # another copy later in this pass gets the same labels
+                self._labels.setdefault(message.message_id, label_targets(decision_json))
             rows.append(outcome.row)
             keys.append((folder, uidvalidity, outcome.uid))
             replies.extend(self._replies_for(message, decision))
@@ -591,14 +594,14 @@ class _AccountPass:
                                                         message.language, tuple(decision_json["actions"]),
                                                         decision.auto_reply_reason))
         if known:
-            labels = self.store.labels_by_message_id(self.name, [mid for _, mid in known])
+            stored = self.store.labels_by_message_id(self.name, [mid for _, mid in known if mid not in self._labels])
             for uid, mid in known:
-                label = labels.get(mid)
-                items.append((uid, [{"type": "label", "target": label}] if label and label != SET_ASIDE else []))
+                labels = self._labels.get(mid, stored.get(mid, ()))
+                items.append((uid, [{"type": "label", "target": label} for label in labels]))
                 self.tally.counts["skipped"] += 1
                 if self.keep_details:
-                    self.tally.details.append(MessageDetail(folder, uid, mid, "", "", label or "", None, "und", (),
-                                                            "already handled (same Message-ID): only marked again"))
+                    self.tally.details.append(MessageDetail(folder, uid, mid, "", "", ", ".join(labels), None, "und",
+                                                            (), "already handled (same Message-ID): only marked again"))
 
         batch.done += len(outcomes)
         if self.dry_run:

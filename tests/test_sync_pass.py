@@ -188,6 +188,54 @@ def test_server_without_move_copies_then_expunges_only_ours(dovecot_without_move
     store.close()
 
 
+def test_progress_counts_every_batch_up_to_the_total(dovecot, account_env):
+    config, store, user, password = account_env
+    append(dovecot, user, password, [mail(n) for n in range(10)])
+    calls = []
+
+    report = run(config, store, OPEN, batch=4, progress=lambda account, folder, done, total: calls.append((done, total)))
+
+    assert report.ok and report.fetched == 10
+    assert calls == [(0, 10), (4, 10), (8, 10), (10, 10)]
+
+
+def test_worker_processes_decide_exactly_as_one_process_does(dovecot, imap_user, tmp_path, smtp_sink, monkeypatch):
+    """The same mailbox sorted twice, in-process and with the worker processes (batches of 3, so the
+    workers decide with a pass history that is still being written): same decisions, same replies."""
+    import mailsort.sync
+
+    user, password = imap_user
+    wait_for_login(dovecot, user, password)
+    other, _ = dovecot.add_user(user + "-w", password)
+    wait_for_login(dovecot, other, password)
+    # twelve senders writing again and again (a reply to the first message counts for the next ones),
+    # and three Message-IDs seen twice
+    raws = [mail(n % 12).replace(b"<sample-", f"<r{n}-sample-".encode()) for n in range(40)] + [mail(n) for n in range(3)]
+    raws += [mail(n) for n in range(3)]
+    results = {}
+    for name, parallel_min in ((user, 10_000), (other, 5)):
+        append(dovecot, name, password, raws)
+        folder = tmp_path / name
+        folder.mkdir()
+        config = load_config(write_config(folder, dovecot, name, password, smtp_port=smtp_sink.port))
+        monkeypatch.setattr(mailsort.sync, "PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(mailsort.sync, "PARALLEL_BATCH", 3)
+        with Store(folder / "state.sqlite3") as store:
+            report = run(config, store, CLOSED, details=True)
+            assert report.ok, report.errors
+            results[name] = (
+                [(d.uid, d.label, d.actions, d.note) for d in report.details],
+                sorted((e.template, e.recipient, e.in_reply_to) for e in store.outbox("work")),
+                report.to_json()["skipped"],
+            )
+    a, b = results[user], results[other]
+    assert [x for x in a[0] if x not in b[0]] == [] and [x for x in b[0] if x not in a[0]] == [], "decisions differ"
+    assert a == b
+    assert len(results[user][0]) == 46 and results[user][2] == 3  # three Message-IDs seen twice: marked only
+    replied_to = [r for _, r, _ in results[user][1]]
+    assert len(replied_to) == len(set(replied_to)) == 12  # one reply per sender, though each wrote 3 or 4 times
+
+
 def test_dropped_connection_mid_fetch_is_retried(dovecot, account_env):
     config, store, user, password = account_env
     append(dovecot, user, password, [mail(n) for n in range(20)])
