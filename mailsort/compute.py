@@ -235,21 +235,11 @@ class Context:
 
 def parse_fetched(fetched: Sequence[FetchedMessage], folder: str) -> list[Message | Unparsed]:
     """Parse each message; one that no parser can read is set aside with the reason, never fatal."""
-    from dataclasses import replace
+    from .message import parse_many
 
-    from .message import detect_languages, language_text, parse
-
-    out: list[Message | Unparsed] = []
-    for item in fetched:
-        try:
-            out.append(parse(item.raw, uid=item.uid, folder=folder, language=False))
-        except UnparseableMessage as exc:
-            out.append(Unparsed(item.uid, str(exc), quick_message_id(item.raw)))
-        except Exception as exc:  # a parser bug on one message must not stop the sync
-            out.append(Unparsed(item.uid, f"parser failed: {type(exc).__name__}: {exc}", quick_message_id(item.raw)))
-    messages = [m for m in out if isinstance(m, Message)]
-    languages = iter(detect_languages(language_text(m.subject, m.text) for m in messages))
-    return [replace(m, language=next(languages)) if isinstance(m, Message) else m for m in out]
+    parsed = parse_many([(item.uid, item.raw) for item in fetched], folder)
+    return [Unparsed(item.uid, str(p), quick_message_id(item.raw)) if isinstance(p, UnparseableMessage) else p
+            for item, p in zip(fetched, parsed)]
 
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.I | re.M)

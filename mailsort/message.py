@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Message:
         return self.sender.rpartition("@")[2]
 
 
-def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None, language: bool = True) -> Message:
+def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None) -> Message:
     """Parse raw RFC 5322 bytes. Broken input yields a best-effort Message with `defects` noted;
     only bytes with no header at all raise UnparseableMessage.
 
@@ -95,10 +95,28 @@ def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None, lang
     mail-parser, which walks, decodes and hashes every part. Anything else — 8-bit headers, odd
     address lists, a bad Date, message/* parts, missing boundaries, stray CRs — goes to mail-parser,
     which copes with broken MIME. tests/test_sync_parse.py holds both routes to the same answers.
-
-    `language=False` leaves `language` as "und" for the caller to fill in: telling languages is
-    cheaper for a batch in one go (`detect_languages`) than interleaved with parsing.
     """
+    parts = _parts(_fields_of(raw), uid, folder)
+    return Message(**parts, language=detect_language(language_text(parts["subject"], parts["text"])))
+
+
+def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = None) -> list[Message | UnparseableMessage]:
+    """parse() for a batch of (uid, raw): the same Messages, or the reason a message cannot be parsed.
+    Cheaper than one parse() after another: the languages are told in one go (`detect_languages`)."""
+    out: list[dict | UnparseableMessage] = []
+    for uid, raw in items:
+        try:
+            out.append(_parts(_fields_of(raw), uid, folder))
+        except UnparseableMessage as exc:
+            out.append(exc)
+        except Exception as exc:  # a parser bug on one message must not stop the others
+            out.append(UnparseableMessage(f"parser failed: {type(exc).__name__}: {exc}"))
+    parsed = [p for p in out if isinstance(p, dict)]
+    languages = iter(detect_languages(language_text(p["subject"], p["text"]) for p in parsed))
+    return [Message(**p, language=next(languages)) if isinstance(p, dict) else p for p in out]
+
+
+def _fields_of(raw: bytes) -> "_Fields":
     if not raw or not raw.strip():
         raise UnparseableMessage("empty message")
     fields = None
@@ -108,7 +126,7 @@ def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None, lang
         log.debug("fast parse failed; using mail-parser", exc_info=True)
     if fields is None:
         fields = _mailparser_fields(raw)
-    return _message(fields, uid, folder, language)
+    return fields
 
 
 @dataclass(frozen=True)
@@ -122,15 +140,13 @@ class _Fields:
     defects: tuple[str, ...]
 
 
-def _message(fields: _Fields, uid: int | None, folder: str | None, language: bool = True) -> Message:
+def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, Any]:
+    """Everything a Message holds but its language, from either parser route."""
     headers = fields.headers
     sender_name, sender = _first_address(headers.get("from", ""))
-    text = _plain_text(fields.text_plain, fields.text_html)
-    subject = _one_line(headers.get("subject", ""))
-    kept = tuple((name, _one_line(headers[name])) for name in KEPT_HEADERS if name in headers)
-    return Message(
+    return dict(
         message_id=_one_line(headers.get("message-id", "")).strip(),
-        subject=subject,
+        subject=_one_line(headers.get("subject", "")),
         sender=sender,
         sender_name=sender_name,
         reply_to=_addresses(headers.get("reply-to", "")),
@@ -139,15 +155,22 @@ def _message(fields: _Fields, uid: int | None, folder: str | None, language: boo
         cc=_addresses(headers.get("cc", "")),
         date=_date(headers.get("date")),
         in_reply_to=_one_line(headers.get("in-reply-to", "")).strip(),
-        references=tuple(re.findall(r"<[^<>\s]+>", headers.get("references", ""))),
-        text=text,
-        language=detect_language(language_text(subject, text)) if language else "und",
-        headers=kept,
+        references=tuple(_REFERENCE.findall(headers.get("references", ""))),
+        text=_plain_text(fields.text_plain, fields.text_html),
+        headers=tuple((name, _one_line(headers[name])) for name in KEPT_HEADERS if name in headers),
         content_type=headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
         uid=uid,
         folder=folder,
         defects=fields.defects,
     )
+
+
+def _message(fields: _Fields, uid: int | None = None, folder: str | None = None) -> Message:
+    parts = _parts(fields, uid, folder)
+    return Message(**parts, language=detect_language(language_text(parts["subject"], parts["text"])))
+
+
+_REFERENCE = re.compile(r"<[^<>\s]+>")
 
 
 def _mailparser_fields(raw: bytes) -> _Fields:
@@ -202,12 +225,16 @@ def _fast_fields(raw: bytes) -> _Fields | None:
         fields = _header_fields(head)
         headers = _decoded_headers(fields)
         plain: list[str] = []
-        html_parts: list[str] = []
+        html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
         _walk(fields, body, plain, html_parts, defects, 0)
+        if "\n".join(p for p in plain if p).strip():
+            html = ()  # what _plain_text would do with them: nothing
+        else:
+            html = tuple(t for t in (_decode_text(*part) for part in html_parts) if t)
     except _NotSimple:
         return None
-    return _Fields(headers, tuple(plain), tuple(html_parts), tuple(sorted(defects)))
+    return _Fields(headers, tuple(plain), html, tuple(sorted(defects)))
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -408,9 +435,13 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
         raise _NotSimple
     if inner:
         body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith((b"\n", b"\r")) else body
-    text = _decode_text(body, cte, params.get("charset", "utf-8").lower() or "utf-8", fields)
+    charset = params.get("charset", "utf-8").lower() or "utf-8"
+    if ctype == "text/html":
+        html_parts.append((body, cte, charset, fields))
+        return
+    text = _decode_text(body, cte, charset, fields)
     if text:
-        (html_parts if ctype == "text/html" else plain).append(text)
+        plain.append(text)
 
 
 def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tuple[list[tuple[str, str]], bytes]]:
