@@ -242,6 +242,7 @@ def sync_account(config: Config, account: AccountConfig, *, store: Store, classi
         return tally.report(account.name, dry_run)
     run = _AccountPass(config, account, store, session, classifier_factory, now, dry_run, progress, keep_details,
                        batch or BATCH, calendar or WorkCalendar.from_config(config.calendar), templates, tally)
+    run.session_factory = session_factory
     try:
         run.run()
     finally:
@@ -286,6 +287,65 @@ class _Batch:
     last_uid: int = 0  # the highest UID journaled
 
 
+@dataclass(frozen=True)
+class _Round:
+    """One round of bulk server changes: the plan, the journal rows it applies, the folder mark after it."""
+
+    folder: str
+    plan: Plan
+    keys: list
+    state: FolderState | None
+
+
+class _Applier:
+    """Applies rounds of journaled decisions in a thread, over its own IMAP connection, one round at a
+    time: the server files a round (a few seconds for thousands of messages in a big folder) while the
+    sync process goes on fetching, deciding and journaling. The sync process marks each round applied
+    when it is done; a crash in between leaves it journaled, re-applied by the next pass."""
+
+    def __init__(self, session: ImapSession):
+        import threading
+
+        self.session = session
+        self._threading = threading
+        self.thread: Any = None
+        self.current: _Round | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, applied: _Round) -> None:
+        assert self.current is None
+        self.current = applied
+
+        def run() -> None:
+            try:
+                apply_plan(self.session, applied.folder, applied.plan, crash_hooks=True)
+            except BaseException as exc:  # handed to the sync process, which raises it
+                self.error = exc
+
+        self.thread = self._threading.Thread(target=run, name="mailsort-apply", daemon=True)
+        self.thread.start()
+
+    def finished(self, wait: bool) -> _Round | None:
+        """The round just done (waiting for it when `wait`), or None; raises what went wrong in it."""
+        if self.current is None or (self.busy and not wait):
+            return None
+        self.thread.join()
+        done, self.current, self.thread = self.current, None, None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return done
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        self.session.close()
+
+
 class _Lazy:
     """Call the factory on first use only, then keep the result."""
 
@@ -321,6 +381,8 @@ class _AccountPass:
         self.workers: Workers | None = None
         self._told: list[int] = []  # per worker: how many of self.passed.events it was sent
         self._labels: dict[str, tuple[str, ...]] = {}  # Message-ID -> labels applied in this pass
+        self.session_factory: SessionFactory = open_session
+        self._applier: _Applier | None = None
         self.processed = config.labels.processed
         self.name = account.name
 
@@ -455,8 +517,11 @@ class _AccountPass:
     def _sync_with_workers(self, batch: "_Batch", uids: list[int], until: int) -> None:
         """The same pass over a big folder, with the CPU work in worker processes (see compute.py): this
         process fetches ahead, feeds each idle worker a batch, and finishes the batches in UID order —
-        checking each decision against the pass history, journaling, applying."""
+        checking each decision against the pass history, journaling; a second IMAP connection applies
+        the journaled rounds in the background meanwhile (see _Applier)."""
         workers = self._start_workers()
+        if self._applier is None and not self.dry_run:
+            self._applier = _Applier(self.session_factory(self.account, label_mode=self.config.labels.mode))
         size = max(1, min(self.batch, PARALLEL_BATCH))
         chunks = deque(uids[i:i + size] for i in range(0, len(uids), size))
         count = len(chunks)
@@ -520,6 +585,9 @@ class _AccountPass:
         if self.workers is not None:
             self.workers.close()
             self.workers = None
+        if self._applier is not None:
+            self._applier.close()
+            self._applier = None
 
     def _settle(self, batch: "_Batch", arrived: Mapping[int, datetime | None], outcomes: list[Outcome]) -> list[Outcome]:
         """A worker's outcomes, checked in UID order against this pass's history: a decision made with a
@@ -619,8 +687,16 @@ class _AccountPass:
         batch.items.extend(items)
         batch.keys.extend(keys)
         batch.last_uid = last_uid if last_uid is not None else max(arrived, default=batch.last_uid)
-        if last_uid is not None or len(batch.items) >= max(APPLY_GROUP, -(-batch.total // APPLY_ROUNDS)):
-            self._apply_journaled(batch)
+        due = len(batch.items) >= max(APPLY_GROUP, -(-batch.total // APPLY_ROUNDS))
+        if self._applier is None:
+            if last_uid is not None or due:
+                self._apply_journaled(batch)
+        else:
+            self._applied_rounds(wait=last_uid is not None)
+            if last_uid is not None or (due and not self._applier.busy):
+                self._applier.start(self._round(batch))  # the last round also moves the folder mark to the end
+                if last_uid is not None:
+                    self._applied_rounds(wait=True)
         self._progress(folder, batch.done, batch.total)
 
     def _apply_journaled(self, batch: "_Batch") -> None:
@@ -628,15 +704,30 @@ class _AccountPass:
         mark in the same transaction. Few big commands: on a maildir server each UID MOVE costs time in
         proportion to the whole folder, so moving 5,000 messages at once is several times faster than in
         forty steps — and the journal keeps it crash-safe however long the wait."""
+        applied = self._round(batch)
+        apply_plan(self.session, applied.folder, applied.plan, crash_hooks=True)
+        self._mark(applied)
+
+    def _round(self, batch: "_Batch") -> "_Round":
+        """What was journaled since the last round, as one bulk plan; the batch starts a new round."""
         plan = build_plan(batch.items, mode=self.session.label_mode, processed=self.processed,
                           keywords_allowed=batch.keywords_ok, source=batch.folder)
-        apply_plan(self.session, batch.folder, plan, crash_hooks=True)
-        self.tally.counts["labelled"] += plan.labelled
-        self.tally.counts["moved"] += plan.moved
         state = (FolderState(self.name, batch.folder, batch.uidvalidity, batch.last_uid, batch.highestmodseq)
                  if batch.last_uid else None)
-        self.store.mark_applied(self.name, batch.keys, state, self.now)
+        applied = _Round(batch.folder, plan, batch.keys, state)
         batch.items, batch.keys = [], []
+        return applied
+
+    def _mark(self, applied: "_Round") -> None:
+        self.tally.counts["labelled"] += applied.plan.labelled
+        self.tally.counts["moved"] += applied.plan.moved
+        self.store.mark_applied(self.name, applied.keys, applied.state, self.now)
+
+    def _applied_rounds(self, wait: bool) -> None:
+        """Mark the rounds the background applier finished (all of them, waiting, when `wait`)."""
+        assert self._applier is not None
+        while (done := self._applier.finished(wait)) is not None:
+            self._mark(done)
 
     # --------------------------------------------------------------------------- deciding
 
