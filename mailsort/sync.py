@@ -5,9 +5,10 @@ smtp). Per account and watched folder:
 
     FolderState -> STATUS (nothing new? stop: no SELECT, no FETCH, no model loaded)
     -> UID SEARCH of new UIDs without the processed keyword -> UID FETCH in batches
-    -> parse (process pool for big batches) -> classify the batch -> policy.decide
+    -> parse, classify the batch, policy.decide (compute.py; in two worker processes for big folders)
     -> journal (store.record_decisions: decisions + replies, applied = 0)
-    -> apply in bulk (one UID STORE per label set and flag, one UID MOVE per target)
+    -> apply in bulk, in few rounds (one UID STORE per set of keywords and flags, one UID MOVE per
+       target; for big folders in the background over a second connection)
     -> store.mark_applied + the new FolderState, in one transaction.
 
 Crash safety comes from that order. Decisions are journaled before the server changes; a pass starts
