@@ -40,6 +40,8 @@ class WorkCalendar:
     hours: Mapping[int, tuple[TimeRange, ...]]
     holidays: Mapping[date, str] = field(default_factory=dict)
     absences: tuple[Absence, ...] = ()
+    # periods_on(day), remembered: a sync pass asks about the same few days for thousands of messages
+    _periods: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: CalendarConfig) -> "WorkCalendar":
@@ -67,9 +69,11 @@ class WorkCalendar:
 
     def periods_on(self, day: date) -> tuple[Period, ...]:
         """The open periods of one local day (empty on holidays, absences and closed weekdays)."""
-        if not self.is_working_day(day):
-            return ()
-        return _day_periods(self.tz, day, self.hours[day.weekday()])
+        periods = self._periods.get(day)
+        if periods is None:
+            periods = _day_periods(self.tz, day, self.hours[day.weekday()]) if self.is_working_day(day) else ()
+            self._periods[day] = periods
+        return periods
 
     def periods_from(self, t: datetime) -> Iterator[Period]:
         """Open periods that end after `t`, in order, merging periods that touch (e.g. across 24:00)."""

@@ -8,6 +8,7 @@ with its own subdomain is not swallowed by the parent company's entry, whatever 
 from __future__ import annotations
 
 import email.utils
+import re
 from typing import Sequence
 
 from .config import ClientConfig, LabelsConfig
@@ -18,8 +19,13 @@ _UNUSABLE = str.maketrans({"\r": " ", "\n": " ", "\t": " ", '"': "", "(": "", ")
                            "*": "", "%": ""})
 
 
+_BARE = re.compile(r"[A-Za-z0-9_+=-]+(?:\.[A-Za-z0-9_+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
 def normalize_address(address: str) -> str:
     """'Ana <ANA@Acme.Example>' or 'ana@acme.example' -> 'ana@acme.example' ('' when there is none)."""
+    if _BARE.fullmatch(address or ""):  # a plain address (as Message.sender is): no parsing needed
+        return address.lower()
     _, parsed = email.utils.parseaddr(address or "")
     return (parsed or "").strip().lower()
 

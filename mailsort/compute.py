@@ -62,17 +62,29 @@ class Unparsed:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the CPU side made of one fetched message. `decision` is None for a message that is set
-    aside or whose Message-ID was handled before (the sync process sees to those)."""
+    """What the CPU side made of one fetched message, kept small: a worker sends thousands of them back
+    through a pipe. `row` is None for a message that is set aside (`unparsed`) or whose Message-ID was
+    handled before (the sync process sees to those). `message` and `decision` are kept only on request
+    (the details of a dry run): everything the pass needs is in the other fields."""
 
     uid: int
-    message: Message | None = None
     unparsed: Unparsed | None = None
+    message_id: str = ""
+    sender: str = ""
     verdict: Any = None
-    decision: Any = None  # policy.Decision
+    label: str = ""
     decision_json: dict | None = None
     used: tuple | None = None  # (seen_before, planned replies): the pass history the decision saw
     row: tuple | None = None  # the journal row, ready for Store.record_decisions (store.journal_params)
+    planned: tuple = ()  # (recipient, template, send_at) of each reply the decision plans
+    replies: tuple = ()  # those replies rendered as outbox entries (smtp.OutboxEntry)
+    message: Message | None = None
+    decision: Any = None  # policy.Decision
+
+
+def planned_replies(decision: Any, sender: str, now: datetime) -> tuple[tuple[str, str, datetime], ...]:
+    """(recipient, template, send time) of the replies a decision plans: what the pass history keeps."""
+    return tuple((action.to or sender, action.template, action.send_at or now) for action in decision.of_type("reply"))
 
 
 # ------------------------------------------------------------------------------------- history
@@ -104,16 +116,15 @@ class PassHistory:
         self.ids.add(message_id)
         self.events.append(("id", message_id))
 
-    def record(self, sender: str, decision: Any, now: datetime) -> None:
-        """After deciding a message from `sender`: the sender is met, and its replies are planned (later
-        messages of this pass must see them: one reply per sender per min_days_between)."""
+    def record(self, sender: str, planned: Sequence[tuple[str, str, datetime]]) -> None:
+        """After deciding a message from `sender`: the sender is met, and its replies (planned_replies)
+        are planned — later messages of this pass must see them: one reply per sender per min_days_between."""
         self.keys.add(sender)
         self.events.append(("met", sender))
-        for action in decision.of_type("reply"):
-            key = action.to or sender
+        for key, template, send_at in planned:
             self.keys.add(key)
-            self.replies.setdefault(key, []).append((action.template, action.send_at or now))
-            self.events.append(("reply", key, action.template, action.send_at or now))
+            self.replies.setdefault(key, []).append((template, send_at))
+            self.events.append(("reply", key, template, send_at))
 
     def apply(self, events: Iterable[tuple]) -> None:
         """Bring a worker's copy up to date with the sync process's events."""
@@ -185,7 +196,9 @@ class SnapshotHistory:
 @dataclass
 class Context:
     """Everything a batch needs, built in the sync process (or, for the costly parts, in the first
-    worker: `classifier` and `settings` are callables, called at most once per process)."""
+    worker: `classifier` and `settings` are callables, called at most once per process). `render` turns
+    a decision's replies into outbox entries (done where the decision is made: a worker renders them
+    while the sync process does the I/O)."""
 
     classifier: Callable[[], ClassifierLike]
     settings: Callable[[], Any]
@@ -194,6 +207,7 @@ class Context:
     history: HistorySource
     reply_within: timedelta
     account: str
+    render: Callable[[Message, Any], Sequence[Any]] = lambda message, decision: ()
 
     def decide(self, message: Message, verdict: Any, passed: PassHistory) -> tuple[Any, tuple]:
         """policy.decide with the sender's whole history: the store's, and what this pass planned."""
@@ -251,10 +265,10 @@ def quick_message_id(raw: bytes) -> str:
 
 
 def compute_batch(context: Context, folder: str, uidvalidity: int, fetched: Sequence[FetchedMessage],
-                  passed: PassHistory) -> list[Outcome]:
+                  passed: PassHistory, keep: bool = False) -> list[Outcome]:
     """Parse, classify (one call for the batch) and decide, in UID order, updating `passed` as it goes.
     A message whose Message-ID was handled before (by an earlier pass, or earlier in this one) is not
-    decided again."""
+    decided again. `keep`: the outcomes also carry the Message and the Decision."""
     arrived = {m.uid: m.internaldate for m in fetched}
     parsed = parse_fetched(fetched, folder)
     fresh: list[Message] = []
@@ -265,20 +279,32 @@ def compute_batch(context: Context, folder: str, uidvalidity: int, fetched: Sequ
             if item.message_id:
                 passed.add_id(item.message_id)  # a duplicate later in this pass is "known"
     verdicts = context.classifier().predict([(m.subject, m.text) for m in fresh]) if fresh else []
-    decided: dict[int, Outcome] = {}
-    for message, verdict in zip(fresh, verdicts):
-        decision, used = context.decide(message, verdict, passed)
-        passed.record(message.sender, decision, context.now)
-        decision_json = decision.to_json()
-        row = context.row(folder, uidvalidity, message, decision, decision_json, arrived.get(message.uid or 0))
-        decided[message.uid or 0] = Outcome(message.uid or 0, message, None, verdict, decision, decision_json, used, row)
+    decided = {message.uid or 0: decide_one(context, folder, uidvalidity, message, verdict, passed,
+                                            arrived.get(message.uid or 0), keep)
+               for message, verdict in zip(fresh, verdicts)}
     out = []
     for item in parsed:
         if isinstance(item, Unparsed):
             out.append(Outcome(item.uid, unparsed=item))
         else:
-            out.append(decided.get(item.uid or 0) or Outcome(item.uid or 0, item))
+            uid = item.uid or 0
+            out.append(decided.get(uid) or Outcome(uid, message_id=item.message_id, sender=item.sender,
+                                                   message=item if keep else None))
     return out
+
+
+def decide_one(context: Context, folder: str, uidvalidity: int, message: Message, verdict: Any, passed: PassHistory,
+               arrived: datetime | None, keep: bool = False) -> Outcome:
+    """Decide one message with the pass history so far, record it there, and make its journal row and
+    its replies."""
+    decision, used = context.decide(message, verdict, passed)
+    planned = planned_replies(decision, message.sender, context.now)
+    passed.record(message.sender, planned)
+    decision_json = decision.to_json()
+    row = context.row(folder, uidvalidity, message, decision, decision_json, arrived)
+    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, decision.label, decision_json,
+                   used, row, planned, tuple(context.render(message, decision)) if planned else (),
+                   message if keep else None, decision if keep else None)
 
 
 # ------------------------------------------------------------------------------------- workers

@@ -23,8 +23,9 @@ note); a second automatic mail in the same minute would be noise.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any, Mapping, Protocol
 
 from .autoreply import Guard, may_auto_reply
@@ -92,7 +93,12 @@ class Action:
     send_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        """The non-empty fields (written for every handled message: kept cheaper than asdict)."""
+        data: dict[str, Any] = {"type": self.type}
+        for key in ("target", "template", "language", "to"):
+            value = getattr(self, key)
+            if value:
+                data[key] = value
         if self.send_at is not None:
             data["send_at"] = self.send_at.isoformat()
         return data
@@ -135,6 +141,11 @@ class Settings:
         languages = templates.languages() if templates is not None else _default_languages()
         return cls(config.labels, config.folders, config.replies, account.addresses, config.clients,
                    config.policy, config.notify.kind, template_languages=languages)
+
+    @cached_property
+    def rule_table(self) -> dict[str, "Rule"]:
+        """The rules with the overrides applied (built once: decide runs for every message)."""
+        return rules_for(self.rules)
 
 
 @dataclass(frozen=True)
@@ -236,6 +247,8 @@ def _rule_field(key: str, name: str, value: Any) -> Any:
 def resolve_client(message: Message, clients: tuple[ClientConfig, ...]) -> ClientConfig | None:
     """The client this message is from (clients.match_any over From, then Reply-To): an exact address
     wins over a domain, a more specific domain over a broader one."""
+    if not clients:
+        return None
     return match_any([a for a in (message.sender, *message.reply_to) if a], clients)
 
 
@@ -278,7 +291,7 @@ def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, histo
     critical = verdict.label == "critical"
     guard = may_auto_reply(message, settings.own_addresses, history, now, settings.replies.min_days_between)
     situation = situation_of(critical, open_now, absence is not None, guard.robot)
-    rule = rules_for(settings.rules)[situation]
+    rule = settings.rule_table[situation]
     client = resolve_client(message, settings.clients)
     age_ok, age_reason = _age_ok(message, now, settings.max_reply_age)
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .calendar import WorkCalendar
 from .compute import (ClassifierLike, Context, Outcome, PassHistory, SnapshotHistory, StoreHistory, Unparsed, Workers,
-                      compute_batch, worker_count)
+                      compute_batch, decide_one, parse_fetched, worker_count)
 from .config import AccountConfig, Config
 from .errors import MailsortError
 from .imap import FetchedMessage, ImapSession, UidValidityChanged, keyword_for, open_session
@@ -378,7 +378,7 @@ class _AccountPass:
         self.passed = PassHistory()  # what this pass decided so far: senders met, replies planned, ids
         self.context = Context(lambda: self.classifier, lambda: self.settings, calendar, now,
                                StoreHistory(store, account.name, now, lambda: self.handled_ids),
-                               timedelta(hours=config.replies.reply_within_hours), account.name)
+                               timedelta(hours=config.replies.reply_within_hours), account.name, self._replies_for)
         self.workers: Workers | None = None
         self._told: list[int] = []  # per worker: how many of self.passed.events it was sent
         self._labels: dict[str, tuple[str, ...]] = {}  # Message-ID -> labels applied in this pass
@@ -510,7 +510,7 @@ class _AccountPass:
         for start in range(0, len(uids), self.batch):
             fetched = self.session.fetch_uids(folder, uids[start:start + self.batch], uidvalidity=status.uidvalidity)
             self.tally.counts["fetched"] += len(fetched)
-            outcomes = compute_batch(self.context, folder, status.uidvalidity, fetched, self.passed)
+            outcomes = compute_batch(self.context, folder, status.uidvalidity, fetched, self.passed, self.keep_details)
             last = start + self.batch >= len(uids)
             self._finish_batch(batch, {m.uid: m.internaldate for m in fetched}, outcomes,
                                last_uid=until if last else None)
@@ -528,7 +528,7 @@ class _AccountPass:
         count = len(chunks)
         fetched: deque[tuple[int, list[FetchedMessage]]] = deque()  # fetched, not yet sent
         sent: dict[int, deque[int]] = defaultdict(deque)  # worker -> batch numbers it holds, in order
-        arrived: dict[int, dict[int, datetime | None]] = {}
+        held: dict[int, list[FetchedMessage]] = {}  # fetched, not yet finished (a decision made again needs it)
         results: dict[int, list[Outcome]] = {}
         next_fetch = next_finish = 0
         while next_finish < count:
@@ -537,20 +537,21 @@ class _AccountPass:
                 number, items = fetched.popleft()
                 events = self.passed.events[self._told[worker]:]
                 self._told[worker] = len(self.passed.events)
-                workers.send(worker, (batch.folder, batch.uidvalidity, items, events))
+                workers.send(worker, (batch.folder, batch.uidvalidity, items, events, self.keep_details))
                 sent[worker].append(number)
             for worker, outcomes in workers.finished(0):
                 results[sent[worker].popleft()] = outcomes
             if next_finish in results:
-                times = arrived.pop(next_finish)
-                outcomes = self._settle(batch, times, results.pop(next_finish))
+                items = held.pop(next_finish)
+                times = {m.uid: m.internaldate for m in items}
+                outcomes = self._settle(batch, items, results.pop(next_finish))
                 last = next_finish == count - 1
                 self._finish_batch(batch, times, outcomes, last_uid=until if last else None)
                 next_finish += 1
             elif chunks and len(fetched) < FETCH_AHEAD:
                 items = self.session.fetch_uids(batch.folder, chunks.popleft(), uidvalidity=batch.uidvalidity)
                 self.tally.counts["fetched"] += len(items)
-                arrived[next_fetch] = {m.uid: m.internaldate for m in items}
+                held[next_fetch] = items
                 fetched.append((next_fetch, items))
                 next_fetch += 1
             else:
@@ -574,9 +575,9 @@ class _AccountPass:
                 base = PassHistory()
 
                 def work(message: tuple) -> list[Outcome]:
-                    folder, uidvalidity, items, events = message
+                    folder, uidvalidity, items, events, keep = message
                     base.apply(events)
-                    return compute_batch(context, folder, uidvalidity, items, PassHistory(base))
+                    return compute_batch(context, folder, uidvalidity, items, PassHistory(base), keep)
                 return work
 
             self.workers = Workers(setup, worker_count())
@@ -590,34 +591,33 @@ class _AccountPass:
             self._applier.close()
             self._applier = None
 
-    def _settle(self, batch: "_Batch", arrived: Mapping[int, datetime | None], outcomes: list[Outcome]) -> list[Outcome]:
+    def _settle(self, batch: "_Batch", fetched: Sequence[FetchedMessage], outcomes: list[Outcome]) -> list[Outcome]:
         """A worker's outcomes, checked in UID order against this pass's history: a decision made with a
-        different history than the one now known is made again here (see compute.py)."""
+        different history than the one now known is made again here (see compute.py), from the message
+        as fetched (outcomes are kept small: they do not carry it)."""
         settled = []
+        by_uid = {m.uid: m for m in fetched}
         for outcome in outcomes:
-            message = outcome.message
-            if message is None:  # set aside
+            if outcome.unparsed is not None:
                 settled.append(outcome)
                 continue
-            mid = message.message_id
+            mid = outcome.message_id
             if mid and (self.context.history.handled(mid) or self.passed.handled(mid)):
-                settled.append(replace(outcome, decision=None, decision_json=None, used=None))
+                settled.append(Outcome(outcome.uid, message_id=mid, sender=outcome.sender, message=outcome.message))
                 continue
             if mid:
                 self.passed.add_id(mid)
-            verdict = outcome.verdict
-            if verdict is None:  # cannot happen (a worker never knows more ids than this process); be safe
-                verdict = self.classifier.predict([(message.subject, message.text)])[0]
-            decision, decision_json = outcome.decision, outcome.decision_json
-            if decision is None or outcome.used != self.context.used(message.sender, self.passed):
-                decision, used = self.context.decide(message, verdict, self.passed)
-                decision_json = decision.to_json()
-                row = self.context.row(batch.folder, batch.uidvalidity, message, decision, decision_json,
-                                       arrived.get(outcome.uid))
-                outcome = replace(outcome, verdict=verdict, decision=decision, decision_json=decision_json, used=used,
-                                  row=row)
+            if outcome.row is None or outcome.used != self.context.used(outcome.sender, self.passed):
+                item = by_uid[outcome.uid]
+                message = outcome.message or parse_fetched([item], batch.folder)[0]
+                verdict = outcome.verdict
+                if verdict is None:  # a worker never knows more ids than this process; be safe all the same
+                    verdict = self.classifier.predict([(message.subject, message.text)])[0]
+                outcome = decide_one(self.context, batch.folder, batch.uidvalidity, message, verdict, self.passed,
+                                     item.internaldate, self.keep_details)
                 self.tally.counts["redecided"] += 1
-            self.passed.record(message.sender, decision, self.now)
+            else:
+                self.passed.record(outcome.sender, outcome.planned)
             settled.append(outcome)
         return settled
 
@@ -645,19 +645,19 @@ class _AccountPass:
                     self.tally.details.append(MessageDetail(folder, item.uid, item.message_id, "", "", SET_ASIDE, None,
                                                             "und", (), f"set aside: {item.reason}"))
                 continue
-            message, decision = outcome.message, outcome.decision
-            if decision is None:
-                known.append((outcome.uid, message.message_id))
+            if outcome.row is None:
+                known.append((outcome.uid, outcome.message_id))
                 continue
             decision_json = outcome.decision_json
-            if message.message_id:  # another copy later in this pass gets the same labels
-                self._labels.setdefault(message.message_id, label_targets(decision_json))
+            if outcome.message_id:  # another copy later in this pass gets the same labels
+                self._labels.setdefault(outcome.message_id, label_targets(decision_json))
             rows.append(outcome.row)
             keys.append((folder, uidvalidity, outcome.uid))
-            replies.extend(self._replies_for(message, decision))
+            replies.extend(outcome.replies)
             items.append((outcome.uid, decision_json["actions"]))
-            self.tally.counts["critical" if decision.label == "critical" else "routine"] += 1
-            if self.keep_details:
+            self.tally.counts["critical" if outcome.label == "critical" else "routine"] += 1
+            message, decision = outcome.message, outcome.decision
+            if self.keep_details and message is not None and decision is not None:
                 self.tally.details.append(MessageDetail(folder, outcome.uid, message.message_id, message.sender,
                                                         message.subject, decision.label, round(decision.p_critical, 4),
                                                         message.language, tuple(decision_json["actions"]),

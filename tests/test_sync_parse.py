@@ -151,6 +151,8 @@ def test_language_scorer_agrees_with_rank():
         else:
             expected = ranked[0][0]
         assert M.detect_language(text) == expected, text[:80]
+    # a batch walks the language model in lockstep (one text alone walks it in Python): same answers
+    assert M.detect_languages(texts) == [M.detect_language(text) for text in texts]
 
 
 def test_a_multipart_cut_before_its_first_part_is_still_a_message():
