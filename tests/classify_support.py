@@ -7,8 +7,11 @@ core, not the frame. `source` varies by "style" so grouped validation has groups
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 from mailsort.classify.data import Example, load_examples
 
@@ -148,3 +151,30 @@ def real_subset(n_per_lang: int = 250) -> list[Example] | None:
         rows = by_lang.get(lang, [])
         out += rows[:: max(1, len(rows) // n_per_lang)][:n_per_lang]
     return out or None
+
+
+def held_out() -> list[Example]:
+    """The real validation and test splits (styles the shipped model never trained on), or a
+    synthetic stand-in when the corpus is not built."""
+    out: list[Example] = []
+    for name in ("valid", "test"):
+        path = ROOT / "training_data" / f"{name}.jsonl"
+        if path.exists():
+            out += load_examples(path)
+    return out or synthetic(60, seed=7)
+
+
+def save_format1(pipeline: Any, threshold: float, path: Path, sklearn_version: str | None = None) -> Path:
+    """Write `pipeline` as mailsort wrote models before FORMAT 2: the pickled scikit-learn Pipeline
+    in the .joblib, a card with format 1 and the scikit-learn version (a user's retrained model
+    from an earlier version looks like this)."""
+    import joblib
+    import sklearn
+
+    joblib.dump({"format": 1, "pipeline": pipeline, "threshold": threshold}, path, compress=("zlib", 3))
+    data = path.read_bytes()
+    card = {"kind": "mailsort critical/routine classifier", "format": 1, "threshold": threshold,
+            "versions": {"sklearn": sklearn_version or sklearn.__version__},
+            "file": {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
-from classify_support import synthetic
+from classify_support import save_format1, synthetic
 
 from mailsort.classify.model import Classifier, Verdict, default_model_path, load_classifier
 from mailsort.classify.train import fit
@@ -82,13 +84,85 @@ def test_missing_model_is_refused(tmp_path: Path) -> None:
         load_classifier(tmp_path / "nothing.joblib")
 
 
-def test_other_sklearn_version_is_refused(saved: Path) -> None:
+def test_format2_does_not_depend_on_the_sklearn_version(saved: Path) -> None:
     card_path = saved.with_suffix(".json")
     card = json.loads(card_path.read_text())
-    card["versions"]["sklearn"] = "0.24.2"
+    card["versions"]["sklearn"] = "0.24.2"  # arrays, not a pickled estimator: any version reads them
     card_path.write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="scikit-learn 0.24.2"):
+    assert load_classifier(saved).predict(PAIRS)
+
+
+def test_unknown_format_is_refused_before_unpickling(saved: Path) -> None:
+    card_path = saved.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["format"] = 3
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="format 3") as info:
         load_classifier(saved)
+    assert "\n" not in str(info.value)
+
+
+def test_payload_that_is_not_what_the_card_says_is_refused(saved: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    import joblib
+
+    for payload, match in [({"format": 1, "threshold": 0.5}, "unknown format"),
+                           ({"format": 2, "threshold": 0.5, "views": [{"name": "char"}]}, "malformed")]:
+        joblib.dump(payload, saved)
+        card_path = saved.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["file"]["sha256"] = hashlib.sha256(saved.read_bytes()).hexdigest()
+        card_path.write_text(json.dumps(card))
+        with pytest.raises(ModelError, match=match):
+            load_classifier(saved)
+
+
+# -- FORMAT 1: a pickled scikit-learn pipeline, as earlier versions wrote (a user's retrained model)
+
+
+@pytest.fixture(scope="module")
+def old_pipeline():
+    from mailsort.classify.text import document
+    from mailsort.classify.train import build_pipeline
+
+    examples = synthetic(16)
+    docs = [document(e.subject, e.body) for e in examples]
+    return build_pipeline().fit(docs, [e.critical for e in examples])
+
+
+def test_format1_model_is_converted_on_load(old_pipeline, tmp_path: Path) -> None:
+    from mailsort.classify.text import document
+
+    path = save_format1(old_pipeline, 0.42, tmp_path / "old.joblib")
+    loaded = load_classifier(path)
+    assert loaded.threshold == 0.42 and loaded.card["format"] == 1
+    pairs = PAIRS + [(e.subject, e.body) for e in synthetic(8, seed=3)]
+    expected = old_pipeline.predict_proba([document(s, b) for s, b in pairs])[:, 1]
+    np.testing.assert_allclose(loaded.scores(pairs), expected, rtol=0, atol=1e-5)
+    assert loaded.explain("Site down", "the website is down, every page shows error 500")
+    # saving it again writes FORMAT 2: arrays only, the same scores
+    loaded.save(tmp_path / "new.joblib")
+    payload = joblib.load(tmp_path / "new.joblib")
+    assert payload["format"] == 2 and "pipeline" not in payload
+    assert json.loads((tmp_path / "new.json").read_text())["format"] == 2
+    np.testing.assert_allclose(load_classifier(tmp_path / "new.joblib").scores(pairs), expected,
+                               rtol=0, atol=1e-5)
+
+
+def test_format1_from_another_sklearn_is_refused_before_unpickling(old_pipeline, tmp_path: Path) -> None:
+    path = save_format1(old_pipeline, 0.5, tmp_path / "old.joblib", sklearn_version="0.24.2")
+    with pytest.raises(ModelError, match="scikit-learn 0.24.2") as info:
+        load_classifier(path)
+    assert "\n" not in str(info.value) and "mailsort train" in str(info.value)
+
+
+def test_card_without_format_is_read_as_format1(old_pipeline, tmp_path: Path) -> None:
+    path = save_format1(old_pipeline, 0.5, tmp_path / "old.joblib")
+    card = json.loads(path.with_suffix(".json").read_text())
+    del card["format"]
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert load_classifier(path).predict(PAIRS)
 
 
 def test_error_messages_are_one_line(saved: Path) -> None:

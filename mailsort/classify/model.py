@@ -1,9 +1,21 @@
 """The trained classifier, its verdicts, and how it is stored and verified.
 
-A model is two files: `<name>.joblib` (the pickled pipeline) and `<name>.json` (the model card).
+A model is two files: `<name>.joblib` (written by joblib.dump) and `<name>.json` (the model card).
+Since FORMAT 2 the .joblib holds plain values and numpy arrays only — per feature view its
+analyser, n-gram range, accent stripping, vocabulary (uint64 n-gram hashes), idf (float32) and
+logistic-regression weights (float64), plus the intercept and the decision threshold — exported
+from the fitted scikit-learn pipeline when training ends (`Classifier.from_pipeline`). Loading and
+classifying need numpy and joblib, not scikit-learn or scipy (see `scorer`): a `sync` worker
+starts classifying about 2 s of CPU sooner.
+
 Unpickling runs code, so a model file is only unpickled after the card vouches for it: the card
-must exist, the file's sha256 must equal the card's, and the card's scikit-learn major.minor must
-be ours (pickles do not carry across sklearn releases reliably).
+must exist and the file's sha256 must equal the card's.
+
+FORMAT 1 files (a pickled scikit-learn Pipeline, written by earlier versions — a user's retrained
+model may be one) still load: the card's scikit-learn major.minor must be ours (pickles do not
+carry across sklearn releases reliably), the pipeline is unpickled (importing scikit-learn) and
+converted to the arrays above in memory; `mailsort train` rewrites it as FORMAT 2. Converting keeps
+a user's corrections working after an upgrade instead of failing on every sync until they retrain.
 """
 
 from __future__ import annotations
@@ -16,17 +28,17 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mailsort.classify.scorer import LinearScorer
 from mailsort.classify.text import document
 from mailsort.errors import ModelError
 
-#: Bumped when the stored object's layout changes.
-FORMAT = 1
+#: Bumped when the stored object's layout changes (1: pickled sklearn Pipeline; 2: arrays).
+FORMAT = 2
 CRITICAL = "critical"
 ROUTINE = "routine"
 
@@ -45,22 +57,28 @@ class Verdict:
 
 @dataclass(eq=False)
 class Classifier:
-    """A fitted pipeline (documents -> P(critical)), its decision threshold and its card.
+    """A linear scorer (documents -> P(critical)), its decision threshold and its card.
 
     The threshold is not 0.5: it is chosen on held-out data so that critical recall stays high
     (a missed outage costs far more than a routine mail flagged as critical).
     """
 
-    pipeline: Any
+    scorer: LinearScorer
     threshold: float
     card: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, threshold: float, card: dict | None = None) -> Classifier:
+        """The classifier of a fitted scikit-learn pipeline (see `scorer.LinearScorer.from_pipeline`):
+        it scores as `pipeline.predict_proba(docs)[:, 1]` does, without scikit-learn."""
+        return cls(LinearScorer.from_pipeline(pipeline), float(threshold), dict(card or {}))
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """P(critical) for each (subject, body)."""
         if not pairs:
             return np.zeros(0)
         docs = [document(subject or "", body or "") for subject, body in pairs]
-        return self.pipeline.predict_proba(docs)[:, 1]
+        return self.scorer.proba(docs)
 
     def predict(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for a batch of (subject, body) pairs (one call: vectorised, fast)."""
@@ -68,16 +86,6 @@ class Classifier:
             Verdict(CRITICAL if p >= self.threshold else ROUTINE, round(float(p), 4))
             for p in self.scores(pairs)
         ]
-
-    @cached_property
-    def _views(self) -> list[tuple[str, Any, int]]:
-        """(name, vectoriser, column offset) of each feature view, for explanations."""
-        union = self.pipeline.named_steps["features"]
-        out, offset = [], 0
-        for name, vec in union.transformer_list:
-            out.append((name, vec, offset))
-            offset += len(vec.vocab_)
-        return out
 
     def explain(self, subject: str, body: str, k: int = 8) -> list[tuple[str, float]]:
         """The k features that pushed this message's verdict hardest, strongest first.
@@ -89,21 +97,11 @@ class Classifier:
         verdict = self.predict([(subject, body)])[0]
         sign = 1.0 if verdict.critical else -1.0
         doc = document(subject or "", body or "")
-        x = self.pipeline.named_steps["features"].transform([doc])
-        coef = self.pipeline.named_steps["model"].coef_.ravel()
-        contrib: dict[int, float] = {}
-        for j, v in zip(x.indices, x.data, strict=True):
-            contrib[int(j)] = float(v) * float(coef[j])
-        names: dict[int, str] = {}
-        for name, vec, offset in self._views:
-            for gram, col in vec.ngrams(doc):
-                names.setdefault(offset + col, f"{name}:{gram.strip() or gram!r}")
-        ranked = sorted(contrib.items(), key=lambda kv: -sign * kv[1])
+        ranked = sorted(self.scorer.contributions(doc), key=lambda kv: -sign * kv[1])
         out: list[tuple[str, float]] = []
-        for j, c in ranked:
+        for label, c in ranked:
             if sign * c <= 0 or len(out) >= k:
                 break
-            label = names.get(j, f"#{j}")
             text = label.split(":", 1)[-1]
             if any(text in seen.split(":", 1)[-1] for seen, _ in out):
                 continue  # a piece of a feature already shown
@@ -111,17 +109,16 @@ class Classifier:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write `<name>.joblib` (compressed) and `<name>.json` (the card); returns the card path.
+        """Write `<name>.joblib` (FORMAT 2, compressed) and `<name>.json` (the card); returns the
+        card path.
 
         Both are written to temporary files and renamed, so a reader never sees half a model.
         """
         import joblib
-        import scipy
-        import sklearn
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"format": FORMAT, "pipeline": self.pipeline, "threshold": self.threshold}
+        payload = {"format": FORMAT, "threshold": float(self.threshold), **self.scorer.to_payload()}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
@@ -133,9 +130,9 @@ class Classifier:
             card["threshold"] = self.threshold
             card["versions"] = {
                 "python": platform.python_version(),
-                "sklearn": sklearn.__version__,
+                "sklearn": _version("scikit-learn"),  # what trained it; not needed to load it
                 "numpy": np.__version__,
-                "scipy": scipy.__version__,
+                "scipy": _version("scipy"),
                 "joblib": joblib.__version__,
             }
             card["file"] = {
@@ -151,6 +148,16 @@ class Classifier:
                 os.unlink(tmp)
         self.card = card
         return card_path
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, read from its metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -213,10 +220,9 @@ def load_classifier(path: str | Path | None = None) -> Classifier:
     """Load a model after verifying it against its card (see the module docstring).
 
     Raises ModelError with a one-line message for a missing file or card, a sha256 mismatch
-    (tampered or half-copied file), an sklearn version mismatch, or an unreadable pickle.
+    (tampered or half-copied file), an unknown format, a FORMAT 1 file from another
+    scikit-learn, or an unreadable file.
     """
-    import sklearn
-
     path = Path(path) if path is not None else default_model_path()
     if not path.is_file():
         raise ModelError(f"no model at {path}; train one with 'mailsort train'")
@@ -230,12 +236,21 @@ def load_classifier(path: str | Path | None = None) -> Classifier:
             f"model {path} does not match the sha256 in its card; "
             "it was modified or copied incompletely — retrain or restore it"
         )
-    built = str(card.get("versions", {}).get("sklearn", "?"))
-    if built.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+    fmt = card.get("format", 1)
+    if fmt not in (1, FORMAT):
         raise ModelError(
-            f"model {path} was built with scikit-learn {built}, this is {sklearn.__version__}; "
+            f"model {path} has format {fmt!r}, this mailsort reads formats 1 and {FORMAT}; "
             "retrain it with 'mailsort train'"
         )
+    if fmt == 1:
+        import sklearn  # a pickled pipeline: only the scikit-learn that wrote it can read it
+
+        built = str(card.get("versions", {}).get("sklearn", "?"))
+        if built.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+            raise ModelError(
+                f"model {path} was built with scikit-learn {built}, this is {sklearn.__version__}; "
+                "retrain it with 'mailsort train'"
+            )
     import io
 
     import joblib
@@ -244,6 +259,14 @@ def load_classifier(path: str | Path | None = None) -> Classifier:
         payload = joblib.load(io.BytesIO(data))  # the verified bytes, not the file again
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad model
         raise ModelError(f"model {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ModelError(f"model {path} has an unknown format; retrain it")
-    return Classifier(payload["pipeline"], float(payload["threshold"]), card)
+    try:
+        if fmt == 1:
+            scorer = LinearScorer.from_pipeline(payload["pipeline"])
+        else:
+            scorer = LinearScorer.from_payload(payload)
+        threshold = float(payload["threshold"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"model {path} is malformed ({exc}); retrain it") from None
+    return Classifier(scorer, threshold, card)

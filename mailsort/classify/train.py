@@ -282,7 +282,7 @@ def fit(
             "held_out_critical_precision": held["critical"]["precision"],
         },
     }
-    return Classifier(pipe, threshold, card)
+    return Classifier.from_pipeline(pipe, threshold, card)  # scores without scikit-learn from here on
 
 
 def _counts(examples: Sequence[Example]) -> dict:
