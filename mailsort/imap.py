@@ -339,10 +339,7 @@ class ImapSession:
 
         def op(client: imaplib.IMAP4) -> list[FetchedMessage]:
             self._check_uidvalidity(folder, uidvalidity)
-            typ, data = client.uid("FETCH", uid_set, FETCH_ITEMS)
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"UID FETCH: {_text(data)}")
-            return [m for m in parse_fetch(data) if m.uid in wanted]
+            return [m for m in parse_fetch(uid_fetch(client, uid_set, FETCH_ITEMS)) if m.uid in wanted]
 
         fetched = self._run(f"FETCH {folder}", op, folder=folder)
         fetched.sort(key=lambda m: m.uid)
@@ -580,6 +577,61 @@ def parse_status(data: list) -> dict[str, int]:
     m = re.search(rb"\(([^()]*)\)\s*$", text)
     words = m.group(1).split() if m else []
     return {words[i].decode().upper(): int(words[i + 1]) for i in range(0, len(words) - 1, 2) if words[i + 1].isdigit()}
+
+
+_LITERAL_END = re.compile(rb"\{(\d+)\}$")
+_UNTAGGED_FETCH = re.compile(rb"\* (\d+) FETCH ")
+
+
+def uid_fetch(client: imaplib.IMAP4, uid_set: str, items: str) -> list:
+    """`client.uid("FETCH", uid_set, items)`'s data, read faster: the bulk fetch of a first sync brings
+    thousands of responses, and imaplib spends tens of microseconds of Python on each line and literal.
+    Here every line and literal is one C-level read of imaplib's own buffered socket file (never a byte
+    beyond the tagged completion, so imaplib reads on where this stops), and only FETCH responses are
+    kept, in imaplib's shape (see parse_fetch). NO/BAD raise IMAP4.error, BYE or EOF IMAP4.abort, as in
+    imaplib."""
+    if client.state != "SELECTED":
+        raise imaplib.IMAP4.error(f"UID FETCH in state {client.state}: no folder selected")
+    tag = client._new_tag()
+    try:
+        client.send(tag + b" UID FETCH " + uid_set.encode("ascii") + b" " + items.encode("ascii") + b"\r\n")
+        readline, read = client.file.readline, client.file.read
+        data: list = []
+        fetch = False  # the response being read is a FETCH
+        start = True  # the next line starts a response (not the rest of one after a literal)
+        while True:
+            line = readline(imaplib._MAXLINE + 1)
+            if not line.endswith(b"\n"):
+                raise imaplib.IMAP4.abort("socket error: EOF in the middle of a FETCH response" if len(line) <= imaplib._MAXLINE
+                                          else f"got more than {imaplib._MAXLINE} bytes in one line")
+            line = line.rstrip(b"\r\n")
+            if start:
+                if line.startswith(tag + b" "):
+                    status = line[len(tag) + 1:]
+                    if not status.startswith(b"OK"):
+                        raise imaplib.IMAP4.error(f"UID FETCH: {status.decode('utf-8', 'replace')}")
+                    return data
+                if line.startswith(b"* BYE"):
+                    raise imaplib.IMAP4.abort(line[2:].decode("utf-8", "replace"))
+                m = _UNTAGGED_FETCH.match(line)
+                fetch = m is not None
+                text = m.group(1) + b" " + line[m.end():] if m is not None else line
+            else:
+                text = line
+            size = _LITERAL_END.search(text)
+            if size is not None:
+                literal = read(int(size.group(1)))
+                if len(literal) != int(size.group(1)):
+                    raise imaplib.IMAP4.abort("socket error: EOF in the middle of a literal")
+                if fetch:
+                    data.append((text, literal))
+                start = False
+            else:
+                if fetch:
+                    data.append(text)
+                start = True
+    finally:
+        client.tagged_commands.pop(tag, None)
 
 
 _NEW_ITEM = re.compile(rb"^\d+ \(")

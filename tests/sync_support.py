@@ -331,21 +331,25 @@ def everything(dovecot, user: str, password: str) -> dict[str, dict[str, tuple[s
 
 
 class CommandLog:
-    """Records every IMAP command imaplib sends (UID commands as 'UID FETCH' etc.)."""
+    """Records every IMAP command sent over imaplib's socket (UID commands as 'UID FETCH' etc.), also
+    those mailsort writes itself (imap.uid_fetch): what the server is asked, whoever builds the line."""
 
     def __init__(self, monkeypatch) -> None:
         self.commands: list[str] = []
-        original = imaplib.IMAP4._command
+        original = imaplib.IMAP4.send
         log = self.commands
 
-        def recording(client, name, *args):
-            word = name
-            if name == "UID" and args:
-                word = f"UID {args[0].upper() if isinstance(args[0], str) else args[0]}"
-            log.append(word)
-            return original(client, name, *args)
+        def recording(client, data):
+            if data.startswith(client.tagpre):  # a command line, not the bytes of a literal (APPEND)
+                words = data.rstrip(b"\r\n").split(b" ", 3)
+                if len(words) > 1:
+                    name = words[1].decode().upper()
+                    if name == "UID" and len(words) > 2:
+                        name = "UID " + words[2].decode().upper()
+                    log.append(name)
+            return original(client, data)
 
-        monkeypatch.setattr(imaplib.IMAP4, "_command", recording)
+        monkeypatch.setattr(imaplib.IMAP4, "send", recording)
 
     def clear(self) -> None:
         self.commands.clear()

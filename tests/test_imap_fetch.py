@@ -1,0 +1,77 @@
+"""imap.uid_fetch, the fast reader of a first sync's bulk FETCH, against imaplib on a real Dovecot."""
+
+from __future__ import annotations
+
+import imaplib
+import random
+
+import pytest
+from sync_support import CLOSED, append, realistic_message, wait_for_login
+
+from mailsort.imap import FETCH_ITEMS, parse_fetch, uid_fetch
+
+
+@pytest.fixture
+def filled(dovecot, imap_user):
+    user, password = imap_user
+    wait_for_login(dovecot, user, password)
+    rng = random.Random(11)
+    raws = [realistic_message(n, rng, CLOSED) for n in range(60)]
+    raws.append(b"From: a@b.example\r\nSubject: no body at all\r\n\r\n")  # an empty TEXT literal
+    append(dovecot, user, password, raws)
+    client = imaplib.IMAP4("127.0.0.1", dovecot.port)
+    client.login(user, password)
+    client.select("INBOX")
+    yield client
+    try:
+        client.logout()
+    except (imaplib.IMAP4.abort, OSError):  # the test cut the connection
+        pass
+
+
+def test_same_answer_as_imaplib_and_the_connection_reads_on(filled):
+    client = filled
+    for uid_set, items in (("1:*", FETCH_ITEMS), ("3,5,7:9", FETCH_ITEMS), ("1:*", "(UID FLAGS)"),
+                           ("2", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] UID)")):
+        typ, expected = client.uid("FETCH", uid_set, items)
+        assert typ == "OK"
+        assert uid_fetch(client, uid_set, items) == expected
+    fetched = parse_fetch(uid_fetch(client, "1:*", FETCH_ITEMS))
+    assert [m.uid for m in fetched] == list(range(1, 62))
+    assert fetched[-1].raw.endswith(b"Subject: no body at all\r\n\r\n")
+    # nothing of the answer is left unread: imaplib's next command works as usual
+    typ, data = client.noop()
+    assert typ == "OK"
+    typ, data = client.uid("SEARCH", "ALL")
+    assert len(data[0].split()) == 61
+
+
+def test_nothing_marked_read(filled):
+    client = filled
+    uid_fetch(client, "1:*", FETCH_ITEMS)
+    typ, data = client.uid("SEARCH", "SEEN")
+    assert data == [b""]
+
+
+def test_a_refused_fetch_raises_imaplib_error(filled):
+    with pytest.raises(imaplib.IMAP4.error, match="UID FETCH"):
+        uid_fetch(filled, "1:*", "(NOSUCHITEM)")
+    assert filled.noop()[0] == "OK"  # and the connection is still in step
+
+
+def test_a_cut_connection_raises_abort(filled):
+    client = filled
+    client.sock.shutdown(2)  # the server is gone: reading ends at EOF
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        uid_fetch(client, "1:*", FETCH_ITEMS)
+
+
+def test_no_folder_selected_is_an_error(dovecot, imap_user):
+    wait_for_login(dovecot, *imap_user)
+    client = imaplib.IMAP4("127.0.0.1", dovecot.port)
+    client.login(*imap_user)
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match="no folder selected"):
+            uid_fetch(client, "1:*", FETCH_ITEMS)
+    finally:
+        client.logout()
