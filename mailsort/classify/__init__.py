@@ -1,7 +1,8 @@
 """Critical/routine classification: text features, model, training, evaluation, retraining.
 
 Knows nothing of IMAP: it takes (subject, body) pairs or labelled examples and returns verdicts,
-models and metrics. Heavy modules (training, plotting) are imported only when used.
+models and metrics. Heavy modules (training, plotting) are imported only when used: loading a
+model and classifying need numpy and joblib, not scikit-learn or scipy (see `scorer`).
 """
 
 from mailsort.classify.data import Example, load_examples, save_examples
