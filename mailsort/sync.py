@@ -567,7 +567,7 @@ class _AccountPass:
             context = self.context
 
             def setup() -> Callable[[Any], list[Outcome]]:
-                from .message import _scorer
+                from .language import _scorer
 
                 context.settings()
                 context.classifier()  # loaded once, here; the forked workers share it

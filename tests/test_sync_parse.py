@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sync_support import CLOSED, mail, realistic_message
 
+from mailsort import language as L
 from mailsort import message as M
 from mailsort.imap import TEXT_PEEK
 
@@ -136,23 +137,23 @@ def test_language_scorer_agrees_with_rank():
         example = json.loads(line)
         texts += [example["subject"] + "\n" + example["body"], example["subject"], example["body"][:50]]
     texts += ["Привет", "Il sito non va", "Hola", "ok", "Danke", "obrigado"]
-    identifier = M._identifier()
-    scorer = M._scorer()
+    identifier = L._identifier()
+    scorer = L._scorer()
     assert scorer is not None  # the py3langid we ship with has the internals the fast path uses
     for text in texts:
-        sample = M._strip_quoted(text)[:M.LANGUAGE_SAMPLE].strip()
+        sample = L._strip_quoted(text)[:L.LANGUAGE_SAMPLE].strip()
         if len(sample) < 3:
             continue
         ranked = identifier.rank(sample)
-        if ranked[0][1] < M.NO_EVIDENCE:
+        if ranked[0][1] < L.NO_EVIDENCE:
             expected = "und"
-        elif len(sample) < M.SHORT_SAMPLE:
-            expected = next((lang for lang, _ in ranked if lang in M.COMMON_LANGUAGES), ranked[0][0])
+        elif len(sample) < L.SHORT_SAMPLE:
+            expected = next((lang for lang, _ in ranked if lang in L.COMMON_LANGUAGES), ranked[0][0])
         else:
             expected = ranked[0][0]
-        assert M.detect_language(text) == expected, text[:80]
+        assert L.detect_language(text) == expected, text[:80]
     # a batch walks the language model in lockstep (one text alone walks it in Python): same answers
-    assert M.detect_languages(texts) == [M.detect_language(text) for text in texts]
+    assert L.detect_languages(texts) == [L.detect_language(text) for text in texts]
 
 
 def test_a_multipart_cut_before_its_first_part_is_still_a_message():

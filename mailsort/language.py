@@ -1,0 +1,303 @@
+"""The language of a message: which one a reply should be written in.
+
+py3langid tells it, restricted to the languages clients of this tool plausibly write in. Two things
+make it cheap enough for a sync of thousands of messages (see _Scorer and _identifier): the texts of
+a batch walk py3langid's automaton together, and py3langid's model — shipped LZMA-compressed, which
+costs over half a second to unpack in every process — is unpacked once into the user cache directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "it", "es", "ru", "de", "fr", "pt", "nl", "pl", "uk", "ca", "ro", "sv", "da", "no",
+             "fi", "cs", "el", "tr", "hu", "bg", "sr", "hr", "sk", "sl", "lt", "lv", "et")
+COMMON_LANGUAGES = ("en", "it", "es", "ru", "de", "fr", "pt")
+SHORT_SAMPLE = 80  # characters; below this, only COMMON_LANGUAGES are considered
+LANGUAGE_SAMPLE = 400  # characters the language is told from: plenty (the same answers as 1,000 on the
+# corpus), and the cost grows with every byte
+NO_EVIDENCE = -1e30  # py3langid's score when no feature of the text is known
+
+
+def language_text(subject: str, text: str) -> str:
+    """What the language of a message is told from."""
+    return subject + "\n" + text
+
+
+def detect_languages(texts: Iterable[str]) -> list[str]:
+    """detect_language for many texts, at a fraction of the cost: one after the other, the language
+    model's tables stay in the CPU caches, and the scoring is shared (see _Scorer)."""
+    texts = list(texts)
+    scorer = _scorer()
+    if scorer is None:
+        return [detect_language(text) for text in texts]
+    samples = [_strip_quoted(text)[:LANGUAGE_SAMPLE].strip() for text in texts]
+    scored = [s for s in samples if len(s) >= 3]
+    rows = iter(scorer.scores(scored)) if scored else iter(())
+    return [scorer.pick(next(rows), len(s) < SHORT_SAMPLE) if len(s) >= 3 else "und" for s in samples]
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of the text's language (py3langid restricted to plausible mail languages)."""
+    sample = _strip_quoted(text)[:LANGUAGE_SAMPLE].strip()
+    if len(sample) < 3:
+        return "und"
+    scorer = _scorer()
+    if scorer is not None:
+        return scorer.best(sample, short=len(sample) < SHORT_SAMPLE)
+    ranked = _identifier().rank(sample)
+    if ranked[0][1] < NO_EVIDENCE:  # not one known n-gram ("Hola"): the model's answer would be arbitrary
+        return "und"
+    if len(sample) < SHORT_SAMPLE:
+        # a line or two is too little to tell Serbian from Russian or Danish from English; prefer the
+        # languages clients of this tool actually write in
+        common = [lang for lang, _ in ranked if lang in COMMON_LANGUAGES]
+        if common:
+            return common[0]
+    return ranked[0][0]
+
+
+class _Scorer:
+    """py3langid's scores for a batch of texts, with its model, without its per-byte Python loop.
+
+    py3langid walks each text's bytes through an automaton in a Python loop (about half a microsecond a
+    byte) and scores each text with its own numpy calls. Here the texts of a batch walk the automaton in
+    lockstep — one numpy step per byte position moves every text still that long — and the feature
+    counts of the whole batch are scored in one go. The numbers are py3langid's up to float rounding
+    (the sums run in another order); `_scorer()` checks the answers against rank() before using it."""
+
+    LOCKSTEP_MIN = 8  # texts still walking below which the rest is walked in Python (numpy calls cost more)
+
+    def __init__(self, identifier) -> None:
+        import numpy as np
+        from py3langid.langid import RAW_FLOOR
+
+        if getattr(identifier, "_norm_probs", True):
+            raise TypeError("only the raw (not normalised) scores are supported")
+        self.np = np
+        self.identifier = identifier
+        self.floor = RAW_FLOOR
+        self.moves = np.frombuffer(identifier.tk_nextmove, dtype=np.uint32) if identifier.tk_nextmove.itemsize == 4 \
+            else np.array(identifier.tk_nextmove, dtype=np.int64)
+        self.rowbase = np.array(identifier._rowbase, dtype=np.int64)
+        self.output = np.array(identifier.tk_output, dtype=np.int64)
+        self.table = identifier.nb_ptc.astype(np.float32)  # gathered thousands of rows at a time
+        labels = list(identifier.nb_classes)
+        first = [labels.index(label) == i for i, label in enumerate(labels)]  # rank keeps a label's first column
+        self.labels = labels
+        self.usable = np.array(first)
+        self.common = np.array([ok and label in COMMON_LANGUAGES for ok, label in zip(first, labels)])
+
+    def _visits(self, encoded: Sequence[bytes]):
+        """(text, feature) of every feature the automaton emits, over all texts (unsorted, repeats kept)."""
+        np = self.np
+        n = len(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first: the texts still walking are a prefix
+        ordered = lengths[order]
+        walking = int(ordered[self.LOCKSTEP_MIN - 1]) if n >= self.LOCKSTEP_MIN else 0  # steps taken in lockstep
+        texts: list = []
+        features: list = []
+        states = np.zeros(n, dtype=np.int64)
+        if walking:
+            matrix = np.zeros((walking, n), dtype=np.int64)  # byte j of the i-th longest text
+            for column, i in enumerate(order):
+                if ordered[column] == 0:
+                    break
+                row = np.frombuffer(encoded[i], dtype=np.uint8, count=min(len(encoded[i]), walking))
+                matrix[:len(row), column] = row
+            active = np.searchsorted(-ordered, -np.arange(walking), side="right")  # texts longer than j
+            visited = np.full((walking, n), -1, dtype=np.int64)  # the state of each text after byte j
+            moves, rowbase = self.moves, self.rowbase
+            for j in range(walking):
+                k = active[j]
+                states[:k] = visited[j, :k] = moves[rowbase[states[:k]] + matrix[j, :k]]
+            emitted = self.output[visited]
+            emitted[visited < 0] = -1
+            where = np.nonzero(emitted >= 0)
+            texts.append(order[where[1]])
+            features.append(emitted[where])
+        nextmove, base, out = self.identifier.tk_nextmove, self.identifier._rowbase, self.identifier.tk_output
+        for column in range(n):  # the tails beyond the lockstep walk (all of each text when the batch is small)
+            length = int(ordered[column])
+            if length <= walking:
+                break
+            i = int(order[column])
+            state, found = int(states[column]), []
+            for letter in encoded[i][walking:]:
+                state = nextmove[base[state] + letter]
+                if out[state] >= 0:
+                    found.append(out[state])
+            if found:
+                texts.append(np.full(len(found), i, dtype=np.int64))
+                features.append(np.array(found, dtype=np.int64))
+        if not texts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(texts), np.concatenate(features)
+
+    def scores(self, samples: Sequence[str]):
+        """identifier._decide(sample) for each sample, as rows of one array."""
+        np, idf = self.np, self.identifier
+        encoded = [idf._encode(sample) for sample in samples]
+        out = np.full((len(samples), len(self.labels)), self.floor, dtype=np.float32)
+        texts, features = self._visits(encoded)
+        if texts.size:
+            keys, counts = np.unique(texts * len(self.output) + features, return_counts=True)
+            texts, features = np.divmod(keys, len(self.output))
+            weighted = np.log1p(counts.astype(np.float32))[:, None] * self.table[features]
+            starts = np.flatnonzero(np.concatenate(([True], texts[1:] != texts[:-1])))
+            out[texts[starts]] = np.add.reduceat(weighted, starts, axis=0) + idf.nb_pc
+        for i, j in idf._alias_pairs:
+            out[:, i] = np.maximum(out[:, i], out[:, j])
+            out[:, j] = self.floor
+        return out
+
+    def pick(self, scores, short: bool) -> str:
+        np = self.np
+        masked = np.where(self.usable, scores, -np.inf)
+        top = int(masked.argmax())
+        if masked[top] < NO_EVIDENCE:  # not one known n-gram ("Hola"): the model's answer would be arbitrary
+            return "und"
+        if short and self.common.any():
+            # a line or two is too little to tell Serbian from Russian or Danish from English; prefer the
+            # languages clients of this tool actually write in
+            return self.labels[int(np.where(self.common, scores, -np.inf).argmax())]
+        return self.labels[top]
+
+    def best(self, sample: str, short: bool) -> str:
+        return self.pick(self.scores([sample])[0], short)
+
+
+_SCORER: "_Scorer | None | bool" = False
+
+
+def _scorer() -> "_Scorer | None":
+    """The fast path when this py3langid has the internals it relies on (checked once against rank)."""
+    global _SCORER
+    if _SCORER is False:
+        identifier = _identifier()
+        _SCORER = None
+        if hasattr(identifier, "_decide") and hasattr(identifier, "nb_classes"):
+            try:
+                scorer = _Scorer(identifier)
+                probes = ["Il sito non funziona da stamattina, potete controllare?", "Сайт не работает с утра",
+                          "xq", "The shop has been down since this morning, every page shows an error."]
+                scores = scorer.scores(probes)
+                expected = [identifier._decide(p) for p in probes]
+                if all(_same_scores(row, want) for row, want in zip(scores, expected)):
+                    _SCORER = scorer
+            except Exception:  # another py3langid: the plain rank() path is always right
+                _SCORER = None
+    return _SCORER  # type: ignore[return-value]
+
+
+def _same_scores(got, want) -> bool:
+    import numpy as np
+
+    return bool(np.array_equal(got == want, np.ones(len(want), bool)) or np.allclose(got, want, rtol=1e-4, atol=1e-3))
+
+
+_IDENTIFIER = None
+
+
+def _identifier():
+    """py3langid's identifier restricted to LANGUAGES, from the unpacked copy when there is one."""
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        identifier = _from_cache()
+        if identifier is None:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+            # py3langid 0.2/0.3 name the loader from_pickled_model; 0.4 renamed it from_model_file
+            load = getattr(LanguageIdentifier, "from_model_file", None) or LanguageIdentifier.from_pickled_model
+            identifier = load(MODEL_FILE, norm_probs=False)
+            identifier.set_languages(list(LANGUAGES))
+            _to_cache(identifier)
+        _IDENTIFIER = identifier
+    return _IDENTIFIER
+
+
+# The unpacked model: py3langid 0.4's arrays after set_languages, as an uncompressed .npz (about 45 MB)
+# in the user cache directory, named after the packed file it came from (a new py3langid, a new name).
+# np.load without pickle: the cache is data, never code. Any trouble with it falls back to the packed file.
+_CACHE_FIELDS = ("ptc", "pc", "classes", "nextmove", "row", "output")
+
+
+def _cache_path() -> Path | None:
+    try:
+        import platformdirs
+        import py3langid
+        from py3langid.langid import MODEL_DIR, MODEL_FILE
+    except ImportError:
+        return None
+    try:
+        packed = (Path(MODEL_DIR) / MODEL_FILE).stat()
+    except OSError:
+        return None
+    import hashlib
+
+    version = getattr(py3langid, "__version__", "0")
+    key = hashlib.sha256(f"{packed.st_size} {packed.st_mtime_ns} {' '.join(LANGUAGES)}".encode()).hexdigest()[:16]
+    name = f"py3langid-{version}-{key}.npz"
+    return Path(os.environ.get("MAILSORT_CACHE_DIR") or platformdirs.user_cache_dir("mailsort")) / name
+
+
+def _from_cache():
+    path = _cache_path()
+    if path is None or not path.is_file():
+        return None
+    try:
+        import numpy as np
+        from py3langid.langid import LanguageIdentifier
+        from py3langid.modelio import _to_array
+
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in _CACHE_FIELDS}
+        return LanguageIdentifier(arrays["ptc"], arrays["pc"], arrays["classes"].tolist(), _to_array(arrays["nextmove"]),
+                                  arrays["output"].tolist(), norm_probs=False, tk_row=_to_array(arrays["row"]))
+    except Exception as exc:  # an old or damaged copy: the packed model is always right
+        log.debug("language model cache %s unusable (%s); unpacking the packed model", path, exc)
+        return None
+
+
+def _to_cache(identifier) -> None:
+    """Keep an unpacked copy for the next process (py3langid 0.4 layout only; silently skipped when
+    the cache directory is not writable)."""
+    path = _cache_path()
+    tk_row = getattr(identifier, "tk_row", None)
+    if path is None or tk_row is None or not hasattr(identifier.tk_nextmove, "itemsize"):
+        return
+    import tempfile
+
+    import numpy as np
+
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("py3langid-*.npz"):  # copies for another py3langid
+            if old != path:
+                old.unlink(missing_ok=True)
+        code = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".py3langid-", suffix=".npz")
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, ptc=np.asarray(identifier.nb_ptc), pc=np.asarray(identifier.nb_pc),
+                     classes=np.array(identifier.nb_classes),
+                     nextmove=np.frombuffer(identifier.tk_nextmove, dtype=code[identifier.tk_nextmove.itemsize]),
+                     row=np.frombuffer(tk_row, dtype=code[tk_row.itemsize]),
+                     output=np.asarray(identifier.tk_output, dtype=np.int32))
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, ValueError, KeyError) as exc:
+        log.debug("cannot keep an unpacked language model in %s: %s", path.parent, exc)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _strip_quoted(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
