@@ -90,6 +90,12 @@ def just_ended(absences: Iterable[Absence], now: datetime, calendar: WorkCalenda
     return None
 
 
+def next_thank_you(absences: Iterable[Absence], calendar: WorkCalendar, after: datetime) -> datetime | None:
+    """The first thank-you time after `after` (`just_ended` with last_check = `after` turns true then)."""
+    dues = (thank_you_due(absence, calendar) for absence in absences)
+    return min((due for due in dues if due is not None and due > after), default=None)
+
+
 def absence_digest_text(absence: Absence, writers: Iterable[Writer], now: datetime, tz: ZoneInfo) -> tuple[str, str]:
     """(subject, body) for the owner on return: who wrote while away, critical ones first."""
     writers = sorted(writers, key=lambda w: (-w.critical, w.messages[0].arrived_at or w.messages[0].handled_at))

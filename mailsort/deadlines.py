@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from .calendar import NeverOpenError, WorkCalendar
+from .calendar import HORIZON_DAYS, NeverOpenError, WorkCalendar
 from .store import HandledMessage
 
 CLIENT_LABELS = ("critical", "routine")  # set-aside rows and other labels have no deadline
@@ -156,6 +156,31 @@ def overdue_to_clear(messages: Iterable[HandledMessage], now: datetime) -> tuple
     return tuple(m for m in messages if m.overdue_labelled and is_answered(m, now))
 
 
+def next_overdue_change(messages: Iterable[HandledMessage], now: datetime, calendar: WorkCalendar,
+                        hours: float | None) -> datetime | None:
+    """The first moment at or after `now` from which `newly_overdue(classify_due(...))` or
+    `overdue_to_clear` can answer differently for these messages, time being the only thing that
+    changes: an open message's deadline passes, a message that arrived after `now` (a replay of the
+    past) comes into view, the answer to a labelled message is reached. None: never. `now` itself when
+    something is newly overdue already. Lets a sync pass skip the deadline work until then."""
+    moments: list[datetime] = []
+    for message in messages:
+        if message.overdue_labelled:
+            if message.answered_at is not None and message.answered_at > now:
+                moments.append(message.answered_at)
+            continue
+        if message.answered_at is not None:
+            continue
+        arrived = message.arrived_at or message.handled_at
+        if arrived > now:
+            moments.append(arrived)
+            continue
+        deadline = deadline_of(message, calendar, hours)
+        if deadline is not None:
+            moments.append(max(deadline, now))
+    return min(moments, default=None)
+
+
 # ------------------------------------------------------------------------------------------ answers
 
 
@@ -222,6 +247,18 @@ def digest_due(last_digest: datetime | None, now: datetime, calendar: WorkCalend
     if opening is None:
         return False
     return last_digest is None or last_digest < opening
+
+
+def next_digest(after: datetime, calendar: WorkCalendar) -> datetime | None:
+    """The first opening after `after`: until then `digest_due` keeps the answer it had at `after`
+    (it can only turn true at an opening). Openings as `last_opening` sees them (periods of a day, not
+    merged). None when the calendar never opens again."""
+    day = after.astimezone(calendar.tz).date()
+    for offset in range(HORIZON_DAYS + 2):
+        for period in calendar.periods_on(day + timedelta(days=offset)):
+            if period.start > after:
+                return period.start
+    return None
 
 
 def digest_text(report: DueReport, now: datetime, tz: ZoneInfo) -> tuple[str, str]:

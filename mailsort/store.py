@@ -92,6 +92,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_open ON messages (account, answered_at, COALESCE(arrived_at, handled_at));
     CREATE INDEX messages_overdue ON messages (account, overdue_labelled);
     """,
+    # version 3: the client workflows read only mail that waits for an answer (a partial index: client
+    # mail not answered and not backlog, i.e. handled at most deadlines.BACKLOG_AGE = 3 days after it
+    # arrived), and a pass with nothing new can tell in one read that no row changed since the last one:
+    # inserts raise max(rowid); every other change to a row counts in message_changes (by trigger, so
+    # that no writer can forget it). `applied` is left out: marking the journal applied changes nothing
+    # the workflows look at.
+    """
+    DROP INDEX messages_open;
+    CREATE INDEX messages_waiting ON messages (account, COALESCE(arrived_at, handled_at))
+        WHERE answered_at IS NULL AND label IN ('critical', 'routine') AND (arrived_at IS NULL OR
+        CAST(strftime('%s', handled_at) AS INTEGER) - CAST(strftime('%s', arrived_at) AS INTEGER) <= 259200);
+    CREATE TABLE message_changes (
+        account TEXT PRIMARY KEY,
+        changes INTEGER NOT NULL
+    );
+    CREATE TRIGGER messages_changed AFTER UPDATE OF account, folder, uidvalidity, uid, message_id, sender,
+        sender_name, subject, language, label, p_critical, client, arrived_at, handled_at, open_at_arrival,
+        decision, answered_at, overdue_labelled, due_at ON messages
+    BEGIN
+        INSERT INTO message_changes VALUES (OLD.account, 1)
+            ON CONFLICT(account) DO UPDATE SET changes = changes + 1;
+    END;
+    CREATE TRIGGER messages_deleted AFTER DELETE ON messages
+    BEGIN
+        INSERT INTO message_changes VALUES (OLD.account, 1)
+            ON CONFLICT(account) DO UPDATE SET changes = changes + 1;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -208,9 +236,8 @@ class Store:
                              f"({SCHEMA_VERSION}); upgrade mailsort")
         for number in range(version, SCHEMA_VERSION):
             with self.transaction() as db:
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(MIGRATIONS[number]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     # ------------------------------------------------------------------------------ folder state
@@ -326,15 +353,37 @@ class Store:
 
     # --- client workflows (workflows.py): answered / overdue bookkeeping
 
-    def open_messages(self, account: str, since: datetime) -> list[HandledMessage]:
-        """Client mail that arrived since `since` and still waits for an answer, plus any mail that
-        carries the Overdue label: what the reply-deadline step needs, without reading all history."""
+    def waiting_messages(self, account: str, since: datetime) -> list[HandledMessage]:
+        """Client mail that arrived since `since`, is not answered and is not backlog (handled within
+        3 days of its arrival), plus any client mail that carries the Overdue label: what the deadline
+        step needs, found by the partial index `messages_waiting` rather than by reading 30 days of
+        mail. Robots and lists are among them (that takes the decision): `deadlines.needs_answer` tells."""
         rows = self.db.execute(  # two index searches (SQLite would scan the table for the OR)
             "SELECT * FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE account=? AND overdue_labelled=1 "
-            "UNION SELECT rowid FROM messages WHERE account=? AND answered_at IS NULL AND "
-            "COALESCE(arrived_at, handled_at) >= ?) AND label IN ('critical', 'routine') "
+            f"UNION SELECT rowid FROM messages INDEXED BY messages_waiting WHERE account=? AND {_WAITING} "
+            "AND COALESCE(arrived_at, handled_at) >= ?) AND label IN ('critical', 'routine') "
             "ORDER BY COALESCE(arrived_at, handled_at)", (account, account, iso(since)))
         return [_handled(r) for r in rows]
+
+    def unanswered_ids(self, account: str, message_ids: Iterable[str], since: datetime) -> set[str]:
+        """The Message-IDs among these of client mail still unanswered that arrived since `since` or
+        carries the Overdue label: the mail an answer found in Sent is recorded for."""
+        wanted = sorted(set(message_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT message_id FROM messages WHERE account=? AND message_id IN ({','.join('?' * len(part))}) "
+                "AND answered_at IS NULL AND label IN ('critical', 'routine') "
+                "AND (COALESCE(arrived_at, handled_at) >= ? OR overdue_labelled=1)", (account, *part, iso(since))))
+        return found
+
+    def change_mark(self, account: str) -> tuple[int, int]:
+        """(highest rowid of `messages`, changes to this account's rows): equal marks mean that no row
+        was added, changed or deleted in between (migration 3). Two index lookups."""
+        top = self.db.execute("SELECT max(rowid) FROM messages").fetchone()[0] or 0
+        row = self.db.execute("SELECT changes FROM message_changes WHERE account=?", (account,)).fetchone()
+        return top, row[0] if row else 0
 
     def set_answered_many(self, account: str, answers: Iterable[tuple[str, datetime]]) -> int:
         """`set_answered` for many (Message-ID, time) pairs in one transaction; returns rows changed."""
@@ -428,6 +477,27 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO account_meta VALUES (?,?,?) ON CONFLICT(account, key) DO UPDATE SET value=excluded.value",
                        (account, key, value))
+
+
+# the partial index `messages_waiting` (migration 3), word for word: SQLite uses a partial index only for
+# a query that repeats its condition
+_WAITING = ("answered_at IS NULL AND label IN ('critical', 'routine') AND (arrived_at IS NULL OR "
+            "CAST(strftime('%s', handled_at) AS INTEGER) - CAST(strftime('%s', arrived_at) AS INTEGER) <= 259200)")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration, split at the semicolons that end one (not those inside a
+    trigger's BEGIN ... END)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip())
+    return statements
 
 
 def label_targets(decision: dict) -> tuple[str, ...]:

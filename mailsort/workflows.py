@@ -14,8 +14,13 @@ The steps, each independent of the others (one failing never stops the next):
    every `SENT_SCAN_EVERY`, except when a decision hangs on it: a message about to turn overdue, or a
    digest about to be written, always gets a fresh look first.
 2. **Overdue.** Mail past its deadline (N working hours, counted on the calendar) gets the Overdue
-   label once; answered mail loses it. The message is found by Message-ID in the watched folders and
-   the *later* folder, since a MOVE changes its UID.
+   label once; answered mail loses it. The journal knows where each message was handled (folder,
+   UIDVALIDITY, UID), so a message the pass did not move is labelled by UID: no search, and a UID that
+   is gone (the owner moved or deleted the message) labels nothing, since UIDs are never reused within
+   one UIDVALIDITY. Only mail the pass moved (to *later*: it may be back in INBOX) or whose folder got a
+   new UIDVALIDITY is searched for, by Message-ID, in the folders where it may be and among mail that
+   arrived since shortly before it: the server reads the header of every message a Message-ID SEARCH
+   looks at.
 3. **Digest.** At each opening the owner gets one mail: overdue, due today, critical still open
    (nothing when all three are empty). `replies.digest = false` turns it off.
 4. **After an absence.** At the first pass at or after the first opening that follows an absence,
@@ -25,34 +30,41 @@ The steps, each independent of the others (one failing never stops the next):
 Every mail goes through the outbox, whose UNIQUE dedupe key makes it exactly-once whatever the number
 of passes or crashes; replies to clients also pass the RFC 3834 guard. Notes to the owner are not
 replies: they carry `Auto-Submitted: auto-generated`, so the guard (ours or anyone's) never answers them.
+
+**A pass with nothing to do.** Most passes change nothing here, and reading the open mail and working
+out its deadlines is the bulk of a sync with nothing new. So a run that had no error remembers (account
+meta `workflows_idle`) when it ran, the store's change mark (`Store.change_mark`: no row added, changed
+or deleted since), the settings it depends on, and the first moment at which time alone can change its
+outcome: the next deadline of open mail (`deadlines.next_overdue_change`), the next opening (a digest,
+`deadlines.next_digest`), the next thank-you time (`absences.next_thank_you`). Until then, with the same
+mark and settings, a run would find exactly what the last one found, and it is skipped, except for the
+look at Sent (one STATUS of the folder read last time, at most every SENT_SCAN_EVERY): a new mail there
+means a full run.
 """
 
 from __future__ import annotations
 
-import email.utils
 import imaplib
 import json
 import logging
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .absences import absence_digest_text, just_ended, thank_you_due, writers_during
-from .autoreply import may_auto_reply
+from .absences import absence_digest_text, just_ended, next_thank_you, thank_you_due, writers_during
 from .calendar import WorkCalendar
 from .config import Absence, AccountConfig, Config
 from .deadlines import (TRACK_FOR, DueReport, classify_due, digest_due, digest_text, first_answers, needs_answer,
-                        newly_overdue, overdue_to_clear)
+                        newly_overdue, next_digest, next_overdue_change, overdue_to_clear)
 from .errors import MailsortError
 from .imap import ImapSession, imap_quote, keyword_for, parse_search, uid_set_chunks
-from .message import Message
-from .policy import Action, Settings, choose_language, resolve_client
 from .store import HandledMessage, OutboxEntry, Store, from_iso, iso
 
 if TYPE_CHECKING:
+    from .message import Message
+    from .policy import Settings
     from .replies import Templates
 
 log = logging.getLogger(__name__)
@@ -62,12 +74,15 @@ FIRST_SCAN_MARGIN = timedelta(days=7)  # the first look at Sent reaches this far
 ABSENCE_LOOKBACK = timedelta(days=3)  # a first pass ever does not thank people for an absence long past
 FETCH_BATCH = 500  # Sent messages per UID FETCH
 SEARCH_IDS = 25  # Message-IDs per UID SEARCH (OR chains)
+SEARCH_MARGIN = timedelta(days=2)  # a Message-ID SEARCH looks at mail that arrived this long before the message
 SENT_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES DATE AUTO-SUBMITTED"
 
 META_SENT = "sent_scan"  # {"folder", "uidvalidity", "last_uid"}: how far Sent has been read
 META_SENT_AT = "sent_scan_at"
 META_DIGEST = "last_digest"
 META_ABSENCES = "absence_check"
+META_IDLE = "workflows_idle"  # what the last full run found: see "A pass with nothing to do" above
+IDLE_VERSION = 1  # bump when what a run does changes, so that no state of an older mailsort is trusted
 
 
 class WorkflowError(MailsortError):
@@ -93,6 +108,8 @@ def run_workflows(config: Config, account: AccountConfig, *, store: Store, sessi
     Raises WorkflowError after all steps ran when any of them failed. `templates` and `settings` are
     the pass's own when it built them already; otherwise they are built here, and only when needed."""
     run = _Run(config, account, store, session, calendar, now, templates, settings)
+    if run.idle():
+        return run.report()
     run.step("reading the Sent folder", run.answered)
     run.step("overdue labels", run.overdue)
     run.step("the digest", run.digest)
@@ -102,6 +119,7 @@ def run_workflows(config: Config, account: AccountConfig, *, store: Store, sessi
     report = run.report()
     if report.errors:
         raise WorkflowError("; ".join(report.errors))
+    run.step("remembering the pass", run.remember)
     return report
 
 
@@ -117,6 +135,7 @@ class _Run:
         self.errors: list[str] = []
         self._open: list[HandledMessage] | None = None
         self._due: DueReport | None = None
+        self._sent_status: tuple[str, Any] | None = None  # (folder, FolderStatus) read by `idle`
 
     def step(self, what: str, action: Callable[[], None]) -> None:
         try:
@@ -131,9 +150,11 @@ class _Run:
     # ------------------------------------------------------------------------------ inputs
 
     def open_rows(self) -> list[HandledMessage]:
-        """Mail still waiting for an answer (within TRACK_FOR) and answered mail still labelled Overdue."""
+        """Client mail waiting for an answer (within TRACK_FOR; no backlog, no robots) and mail still
+        labelled Overdue: all that the deadline steps look at."""
         if self._open is None:
-            self._open = self.store.open_messages(self.name, since=self.now - TRACK_FOR)
+            rows = self.store.waiting_messages(self.name, since=self.now - TRACK_FOR)
+            self._open = [r for r in rows if r.overdue_labelled or needs_answer(r)]
         return self._open
 
     def due(self) -> DueReport:
@@ -148,6 +169,64 @@ class _Run:
         self._open = None
         self._due = None
 
+    # ------------------------------------------------------------------------------ 0. nothing to do?
+
+    def idle_key(self) -> str:
+        """What a run's outcome depends on besides the rows, the meta and the clock (holidays come from
+        the `holidays` package, not from here: a new release of it takes a change in any of these)."""
+        cal, config = self.calendar, self.config
+        return repr((IDLE_VERSION, self.name, cal.tz.key, sorted(cal.hours.items()), cal.absences, config.calendar,
+                     config.replies, config.labels, config.folders, self.account))
+
+    def idle(self) -> bool:
+        """True when the last full run's findings still hold (see the module docstring): nothing to do
+        but, when due, the one STATUS that tells whether Sent got something new."""
+        state = _json(self.store.get_meta(self.name, META_IDLE))
+        if state.get("key") != self.idle_key() or state.get("mark") != list(self.store.change_mark(self.name)):
+            return False
+        after, until = from_iso(state.get("after")), from_iso(state.get("until"))
+        if after is None or self.now < after or (until is not None and self.now >= until):
+            return False
+        if state.get("watch_sent") and self._sent_scan_due():
+            if not self._sent_unchanged():
+                return False
+            self.store.set_meta(self.name, META_SENT_AT, iso(self.now))
+        return True
+
+    def _sent_scan_due(self) -> bool:
+        last = from_iso(self.store.get_meta(self.name, META_SENT_AT))
+        return last is None or not last <= self.now < last + SENT_SCAN_EVERY
+
+    def _sent_unchanged(self) -> bool:
+        """Has the Sent folder read last time nothing after what was read? One STATUS (no LIST: the
+        folder is the one read last time; a full run looks it up again before anything hangs on it)."""
+        state = _json(self.store.get_meta(self.name, META_SENT))
+        folder = state.get("folder")
+        if not folder or folder != (self.config.folders.sent or folder):
+            return False
+        try:
+            status = self.session.status(folder)
+        except MailsortError:  # gone or renamed: the full run finds out and says so
+            return False
+        self._sent_status = (folder, status)  # for the full run that follows when Sent has news
+        return status.uidvalidity == state.get("uidvalidity") and status.uidnext - 1 == state.get("last_uid")
+
+    def remember(self) -> None:
+        """After a run without errors: remember what it found, for `idle`. Written last, so a crash in
+        between leaves the older state, whose change mark no longer matches."""
+        rows = self.open_rows()
+        moments = [next_overdue_change(rows, self.now, self.calendar, self.hours)]
+        if self.config.replies.digest and self.config.replies.mode != "off" and self.owner:
+            moments.append(next_digest(self.now, self.calendar))
+        checked = from_iso(self.store.get_meta(self.name, META_ABSENCES)) or self.now
+        moments.append(next_thank_you(self.calendar.absences, self.calendar, max(checked, self.now)))
+        until = min((m for m in moments if m is not None), default=None)
+        waiting = any(r.answered_at is None and r.message_id and needs_answer(r) for r in rows)
+        self.store.set_meta(self.name, META_IDLE, json.dumps({
+            "key": self.idle_key(), "mark": list(self.store.change_mark(self.name)), "after": iso(self.now),
+            "until": iso(until) if until is not None else None,
+            "watch_sent": bool(waiting or any(r.overdue_labelled for r in rows))}))
+
     @property
     def templates(self) -> Templates:
         if self._templates is None:
@@ -159,6 +238,8 @@ class _Run:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from .policy import Settings
+
             self._settings = Settings.from_config(self.config, self.account, self.templates)
         return self._settings
 
@@ -188,7 +269,7 @@ class _Run:
         answers = first_answers(headers)
         if not answers:
             return
-        known = {r.message_id for r in rows if r.answered_at is None}
+        known = self.store.unanswered_ids(self.name, answers, self.now - TRACK_FOR)
         changed = self.store.set_answered_many(self.name, [(mid, when) for mid, when in answers.items() if mid in known])
         if changed:
             self.counts["answered"] += changed
@@ -201,7 +282,9 @@ class _Run:
         folder = self.session.special_folder("\\Sent", self.config.folders.sent, "Sent")
         if folder not in self.session.folders():
             return []
-        status = self.session.status(folder)
+        known, status = self._sent_status or (None, None)
+        if known != folder or status is None:
+            status = self.session.status(folder)
         until = status.uidnext - 1
         state = _json(self.store.get_meta(self.name, META_SENT))
         headers: list[bytes] = []
@@ -225,33 +308,25 @@ class _Run:
         label = self.config.labels.overdue
         clear = overdue_to_clear(rows, self.now)
         if clear:
-            self._unlabel([r.message_id for r in clear if r.message_id], label)
+            self._unlabel([r for r in clear if r.message_id], label)
             self.store.clear_overdue_labelled(self.name, [r.message_id for r in clear])
             self.counts["overdue_cleared"] += len(clear)
             log.info("%s: Overdue label taken off %d answered message(s)", self.name, len(clear))
         fresh = [m for m in newly_overdue(self.due()) if m.message_id]
         if fresh:
-            self._label([m.message_id for m in fresh], label)
+            self._label(fresh, label)
             self.store.set_overdue_labelled(self.name, [m.message_id for m in fresh])
             self.counts["overdue_labelled"] += len(fresh)
             log.info("%s: %d message(s) labelled %s", self.name, len(fresh), label)
         if clear or fresh:
             self._forget_rows()
 
-    def _places(self) -> list[str]:
-        """Where client mail may be: the watched folders and the later folder (that exist)."""
-        existing = self.session.folders()
-        wanted = dict.fromkeys([*self.account.folders, self.config.folders.later])
-        return [f for f in wanted if f.upper() == "INBOX" or f in existing]
-
-    def _label(self, message_ids: Sequence[str], label: str) -> None:
+    def _label(self, rows: Sequence[HandledMessage], label: str) -> None:
         mode = self.session.label_mode
         if mode == "folder":  # COPY is not idempotent: leave out what a crashed pass copied already
-            message_ids = [m for m in message_ids if not self.session.find_message_id(label, m)]
-        for folder in self._places():
-            uids = _find(self.session, folder, message_ids)
-            if not uids:
-                continue
+            copied = self._ids_in(label, [r.message_id for r in rows])
+            rows = [r for r in rows if r.message_id not in copied]
+        for folder, uids in self._locate(rows).items():
             if mode == "keyword":
                 self.session.add_keywords(folder, uids, (keyword_for(label),))
             elif mode == "gmail":
@@ -259,20 +334,85 @@ class _Run:
             else:
                 self.session.copy_to_label_folder(folder, uids, label)
 
-    def _unlabel(self, message_ids: Sequence[str], label: str) -> None:
+    def _unlabel(self, rows: Sequence[HandledMessage], label: str) -> None:
         mode = self.session.label_mode
-        if mode == "folder":
+        if mode == "folder":  # the copies are in the label folder, under UIDs of their own
             if label in self.session.folders():
-                _delete(self.session, label, _find(self.session, label, message_ids))
+                _delete(self.session, label, _find(self.session, label, [r.message_id for r in rows]))
             return
-        for folder in self._places():
-            uids = _find(self.session, folder, message_ids)
-            if not uids:
-                continue
+        for folder, uids in self._locate(rows).items():
             if mode == "keyword":
                 self.session.set_flag(folder, uids, keyword_for(label), value=False)
             else:
                 _store(self.session, folder, uids, "-X-GM-LABELS", imap_quote(label))
+
+    def _locate(self, rows: Sequence[HandledMessage]) -> dict[str, list[int]]:
+        """{folder: UIDs} of these journaled messages as they are now. By the journaled UID when the
+        folder still has the journaled UIDVALIDITY and the message was not moved (or its move is not
+        applied yet): a UID that is gone stays gone and labels nothing. The rest is searched for by
+        Message-ID, in the move's target (then INBOX, where *later* mail returns) or, after a UIDVALIDITY
+        change, in its own folder; among mail that arrived since shortly before it (a Message-ID SEARCH
+        makes the server read the header of every message it looks at)."""
+        found: dict[str, set[int]] = defaultdict(set)
+        lost: list[tuple[HandledMessage, str | None]] = []  # (row, where the pass moved it)
+        by_place: dict[tuple[str, int], list[tuple[HandledMessage, str | None]]] = defaultdict(list)
+        for row in rows:
+            target = _moved_to(row)
+            if target is not None and row.applied:
+                lost.append((row, target))
+            else:
+                by_place[(row.folder, row.uidvalidity)].append((row, target))
+        for (folder, uidvalidity), group in by_place.items():
+            if self._uidvalidity(folder) == uidvalidity:
+                found[folder].update(row.uid for row, _ in group)
+                lost.extend((row, target) for row, target in group if target is not None)  # move not applied yet
+            else:
+                lost.extend((row, target) for row, target in group if row.message_id)
+        # folders to search, in order: where the pass moved it; mail moved to *later* may be back in INBOX
+        searches: dict[tuple[str, ...], list[HandledMessage]] = defaultdict(list)
+        later = self.config.folders.later
+        for row, target in lost:
+            if row.message_id:
+                order = (row.folder,) if target is None else (target, "INBOX") if target == later else (target,)
+                searches[tuple(dict.fromkeys(order))].append(row)
+        existing = self.session.folders() if searches else {}
+        for order, group in searches.items():
+            todo = {row.message_id: row for row in group}
+            for n, folder in enumerate(order):
+                if not todo:
+                    break
+                if folder.upper() != "INBOX" and folder not in existing:
+                    continue
+                since = _search_since(todo.values())
+                if n + 1 == len(order):
+                    found[folder].update(_find(self.session, folder, list(todo), since))
+                    break
+                for message_id, uids in self._ids_in(folder, list(todo), since).items():
+                    found[folder].update(uids)
+                    todo.pop(message_id, None)
+        return {folder: sorted(uids) for folder, uids in found.items() if uids}
+
+    def _uidvalidity(self, folder: str) -> int | None:
+        """The folder's UIDVALIDITY now (None when it is gone), from the SELECT the STORE needs anyway."""
+        if folder.upper() != "INBOX" and folder not in self.session.folders():
+            return None
+        self.session._run(f"SELECT {folder}", lambda client: None, folder=folder)
+        value = self.session.selected_info.get("uidvalidity")
+        return value if isinstance(value, int) else None
+
+    def _ids_in(self, folder: str, message_ids: Sequence[str], since: datetime | None = None) -> dict[str, list[int]]:
+        """{Message-ID: UIDs} of those of these messages the folder holds: the OR-chained SEARCH, then
+        the Message-ID header of what it found (only that, to tell which is which)."""
+        if not message_ids or (folder.upper() != "INBOX" and folder not in self.session.folders()):
+            return {}
+        wanted = {_ID_UNSAFE.sub("", m).strip(): m for m in message_ids}
+        out: dict[str, list[int]] = defaultdict(list)
+        for uid_set in uid_set_chunks(_find(self.session, folder, message_ids, since)):
+            for uid, raw in _fetch_message_ids(self.session, folder, uid_set):
+                value = _header(raw, "Message-ID")
+                if value in wanted:
+                    out[wanted[value]].append(uid)
+        return dict(out)
 
     # ------------------------------------------------------------------------------ 3. digest
 
@@ -319,6 +459,8 @@ class _Run:
     def _thank(self, row: HandledMessage, language: str, send_at: datetime) -> None:
         """Queue the `back` reply to the first message a writer sent while the owner was away. The guard
         runs without `min_days_between`: the absence notice a few days ago is what this follows up."""
+        from .autoreply import may_auto_reply
+        from .policy import Action, choose_language, resolve_client
         from .replies import build_reply, dedupe_key
 
         message = _message_of(row, language)
@@ -377,6 +519,10 @@ def _imap_date(t: datetime) -> str:
 def _answer_fields(raw: bytes, now: datetime) -> tuple[str | None, str | None, datetime | None, str | None]:
     """(In-Reply-To, References, Date, Auto-Submitted) from a header block; a missing or unreadable
     Date counts as `now` (the answer is there, we only do not know since when)."""
+    import email.utils
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
     when: datetime | None = None
     text = headers.get("Date")
@@ -391,9 +537,27 @@ def _answer_fields(raw: bytes, now: datetime) -> tuple[str | None, str | None, d
     return value("In-Reply-To"), value("References"), when or now, value("Auto-Submitted")
 
 
+def _moved_to(row: HandledMessage) -> str | None:
+    """The folder the pass moved this message to (a `move` action to another folder), if any."""
+    for action in row.decision.get("actions", ()):
+        if action.get("type") == "move" and action.get("target") and action["target"] != row.folder:
+            return str(action["target"])
+    return None
+
+
+def _header(raw: bytes, name: str) -> str | None:
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    value = BytesHeaderParser(policy=compat32).parsebytes(raw).get(name)
+    return " ".join(str(value).split()) if value is not None else None
+
+
 def _message_of(row: HandledMessage, language: str) -> Message:
     """A Message for a stored row, enough to build and guard a reply to it (the reply goes where the
     automatic replies to it went: the `to` of its reply action, else the sender)."""
+    from .message import Message
+
     to = next((a.get("to") for a in row.decision.get("actions", []) if a.get("type") == "reply" and a.get("to")), "")
     reply_to = (to,) if to and to != row.sender else ()
     return Message(message_id=row.message_id, subject=row.subject, sender=row.sender, sender_name=row.sender_name,
@@ -417,14 +581,47 @@ def _search(session: ImapSession, folder: str, criteria: str) -> list[int]:
     return session._run(f"SEARCH {folder}", op, folder=folder)
 
 
-def _find(session: ImapSession, folder: str, message_ids: Iterable[str]) -> list[int]:
-    """UIDs of the messages with these Message-IDs in the folder (a few IDs per SEARCH, OR-chained)."""
+def _find(session: ImapSession, folder: str, message_ids: Iterable[str], since: datetime | None = None) -> list[int]:
+    """UIDs of the messages with these Message-IDs in the folder (a few IDs per SEARCH, OR-chained).
+    With `since`, only mail that arrived (INTERNALDATE) on or after that day: the server then reads the
+    headers of that mail only, not of the whole folder."""
     ids = [c for c in (_ID_UNSAFE.sub("", m).strip() for m in message_ids) if c]
     found: set[int] = set()
+    prefix = f"SINCE {_imap_date(since)} " if since is not None else ""
     for start in range(0, len(ids), SEARCH_IDS):
         keys = [f'HEADER Message-ID "{m}"' for m in ids[start:start + SEARCH_IDS]]
-        found.update(_search(session, folder, " ".join(["OR"] * (len(keys) - 1) + keys)))
+        found.update(_search(session, folder, prefix + " ".join(["OR"] * (len(keys) - 1) + keys)))
     return sorted(found)
+
+
+def _search_since(rows: Iterable[HandledMessage]) -> datetime | None:
+    """A safe lower bound of the INTERNALDATE of these journaled messages: `arrived_at` is the
+    INTERNALDATE the pass fetched, which MOVE and COPY keep (a server that does not keep it gives the
+    copy a later one); two days spare the server's time zone. None when one has no arrival time."""
+    arrivals = [row.arrived_at for row in rows]
+    if not arrivals or any(a is None for a in arrivals):
+        return None
+    return min(arrivals) - SEARCH_MARGIN  # type: ignore[type-var, operator]
+
+
+_FETCH_UID = re.compile(rb"\bUID (\d+)")
+
+
+def _fetch_message_ids(session: ImapSession, folder: str, uid_set: str) -> list[tuple[int, bytes]]:
+    """(UID, Message-ID header block) of each message in the UID set."""
+    def op(client: imaplib.IMAP4) -> list[tuple[int, bytes]]:
+        typ, data = client.uid("FETCH", uid_set, "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"UID FETCH: {data!r}")
+        out = []
+        for item in data or ():
+            if isinstance(item, tuple) and len(item) > 1 and isinstance(item[0], bytes):
+                match = _FETCH_UID.search(item[0])
+                if match and isinstance(item[1], bytes):
+                    out.append((int(match.group(1)), item[1]))
+        return out
+
+    return session._run(f"FETCH {folder}", op, folder=folder)
 
 
 def _fetch_header_fields(session: ImapSession, folder: str, uid_set: str) -> list[bytes]:

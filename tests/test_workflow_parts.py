@@ -60,23 +60,29 @@ def test_owner_notes_are_auto_generated_deterministic_and_cannot_take_injected_h
     assert parsed["Date"] == "Mon, 16 Nov 2026 09:01:00 +0100"
 
 
-def test_store_open_messages_and_answer_bookkeeping():
+def test_store_waiting_messages_and_answer_bookkeeping():
     with Store(":memory:") as store:
         waiting = row("2026-11-13 17:00", message_id="<w@x>")
         answered = row("2026-11-13 17:00", message_id="<a@x>", answered="2026-11-16 10:00")
         labelled = row("2026-09-01 10:00", message_id="<l@x>", answered="2026-11-16 10:00", overdue_labelled=True)
         old = row("2026-09-01 10:00", message_id="<o@x>")
         aside = replace(row("2026-11-13 17:00", message_id="<s@x>"), label="unparseable")
-        store.record_decisions([waiting, answered, labelled, old, aside])  # the journal knows no answers yet
+        backlog = row("2026-11-01 10:00", message_id="<b@x>", handled="2026-11-13 17:00")  # a first sync's old mail
+        robot = row("2026-11-13 17:00", message_id="<r@x>", situation="routine_robot")
+        store.record_decisions([waiting, answered, labelled, old, aside, backlog, robot])  # no answers known yet
         store.set_answered("work", "<a@x>", answered.answered_at)
         store.set_answered("work", "<l@x>", labelled.answered_at)
         store.set_overdue_labelled("work", ["<l@x>"])
         since = at("2026-10-19 00:00")
-        assert {m.message_id for m in store.open_messages("work", since)} == {"<w@x>", "<l@x>"}
+        # the robot is read (the decision says it is one) and left out by needs_answer; backlog is not read
+        assert {m.message_id for m in store.waiting_messages("work", since)} == {"<w@x>", "<l@x>", "<r@x>"}
+        # an answer in Sent is still recorded for backlog and robots, as for any unanswered client mail
+        ids = ["<w@x>", "<a@x>", "<l@x>", "<o@x>", "<s@x>", "<b@x>", "<r@x>", "<unknown@x>"]
+        assert store.unanswered_ids("work", ids, since) == {"<w@x>", "<b@x>", "<r@x>"}
         assert store.set_answered_many("work", [("<w@x>", at("2026-11-17 12:00")), ("<a@x>", at("2026-11-17 12:00")),
                                                 ("<unknown@x>", at("2026-11-17 12:00"))]) == 1
         store.clear_overdue_labelled("work", ["<l@x>"])
-        assert store.open_messages("work", since) == []
+        assert {m.message_id for m in store.waiting_messages("work", since)} == {"<r@x>"}
         rows = {m.message_id: m for m in store.messages("work")}
         assert rows["<w@x>"].answered_at == at("2026-11-17 12:00")
         assert rows["<a@x>"].answered_at == at("2026-11-16 10:00")  # the first answer stays
