@@ -73,7 +73,7 @@ class Outcome:
     sender: str = ""
     verdict: Any = None
     label: str = ""
-    decision_json: dict | None = None
+    actions: list | None = None  # the decision's actions as JSON (what the server is asked to do)
     used: tuple | None = None  # (seen_before, planned replies): the pass history the decision saw
     row: tuple | None = None  # the journal row, ready for Store.record_decisions (store.journal_params)
     planned: tuple = ()  # (recipient, template, send_at) of each reply the decision plans
@@ -302,7 +302,8 @@ def decide_one(context: Context, folder: str, uidvalidity: int, message: Message
     passed.record(message.sender, planned)
     decision_json = decision.to_json()
     row = context.row(folder, uidvalidity, message, decision, decision_json, arrived)
-    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, decision.label, decision_json,
+    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, decision.label,
+                   decision_json["actions"],
                    used, row, planned, tuple(context.render(message, decision)) if planned else (),
                    message if keep else None, decision if keep else None)
 

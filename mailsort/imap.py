@@ -663,11 +663,13 @@ def parse_fetch(data: list) -> list[FetchedMessage]:
             current = {"uid": None, "flags": (), "date": None, "parts": {}}
         if current is None:
             continue
-        if (m := _UID.search(text)) is not None:
+        # (a substring test first: most pieces are " BODY[TEXT]<0> {n}" or ")", and a first sync has tens
+        # of thousands of them)
+        if b"UID" in text and (m := _UID.search(text)) is not None:
             current["uid"] = int(m.group(1))
-        if (m := _FLAGS.search(text)) is not None:
+        if b"FLAGS" in text and (m := _FLAGS.search(text)) is not None:
             current["flags"] = tuple(f.decode("utf-8", "replace") for f in m.group(1).split())
-        if (m := _INTERNALDATE.search(text)) is not None:
+        if b"INTERNALDATE" in text and (m := _INTERNALDATE.search(text)) is not None:
             current["date"] = parse_internaldate(m.group(1).decode())
         if literal is not None and (m := _SECTION.search(text)) is not None:
             current["parts"][m.group(2).decode()] = literal

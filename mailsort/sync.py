@@ -648,19 +648,19 @@ class _AccountPass:
             if outcome.row is None:
                 known.append((outcome.uid, outcome.message_id))
                 continue
-            decision_json = outcome.decision_json
+            actions = outcome.actions or []
             if outcome.message_id:  # another copy later in this pass gets the same labels
-                self._labels.setdefault(outcome.message_id, label_targets(decision_json))
+                self._labels.setdefault(outcome.message_id, label_targets({"actions": actions}))
             rows.append(outcome.row)
             keys.append((folder, uidvalidity, outcome.uid))
             replies.extend(outcome.replies)
-            items.append((outcome.uid, decision_json["actions"]))
+            items.append((outcome.uid, actions))
             self.tally.counts["critical" if outcome.label == "critical" else "routine"] += 1
             message, decision = outcome.message, outcome.decision
             if self.keep_details and message is not None and decision is not None:
                 self.tally.details.append(MessageDetail(folder, outcome.uid, message.message_id, message.sender,
                                                         message.subject, decision.label, round(decision.p_critical, 4),
-                                                        message.language, tuple(decision_json["actions"]),
+                                                        message.language, tuple(actions),
                                                         decision.auto_reply_reason))
         if known:
             stored = self.store.labels_by_message_id(self.name, [mid for _, mid in known if mid not in self._labels])
