@@ -177,8 +177,10 @@ def reply_message_id(key: str, from_address: str) -> str:
     return f"<mailsort.{digest}@{clean_line(domain, 200)}>"
 
 
+@lru_cache(maxsize=256)
 def format_day(day: date, language: str) -> str:
-    """A full, localised date ("lunedì 30 novembre 2026"); unknown locales fall back to English."""
+    """A full, localised date ("lunedì 30 novembre 2026"); unknown locales fall back to English.
+    Remembered: babel takes milliseconds, and a pass writes many replies that name the same day."""
     from babel.dates import format_date
 
     try:
