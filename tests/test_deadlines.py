@@ -182,3 +182,98 @@ def test_deadline_is_exactly_that_much_open_time_and_overdue_only_after_it(arriv
     before = classify_due([message], deadline - timedelta(minutes=step), cal, hours=hours)
     after = classify_due([message], deadline + timedelta(minutes=step), cal, hours=hours)
     assert not before.overdue and [i.message for i in after.overdue] == [message]
+
+
+# ------------------------------------------------------------------------------------------ when can it change?
+# A sync pass with nothing new skips the deadline work until these moments (workflows.py): so until then the
+# answers must not change, which these tests check minute by minute.
+
+from mailsort.absences import just_ended, next_thank_you  # noqa: E402
+from mailsort.calendar import WorkCalendar  # noqa: E402
+from mailsort.config import Absence, TimeRange  # noqa: E402
+from mailsort.deadlines import next_digest, next_overdue_change  # noqa: E402
+
+
+def _answers(rows, t, cal, hours):
+    report = classify_due([r for r in rows if r.answered_at is None], t, cal, hours)
+    return newly_overdue(report), overdue_to_clear(rows, t)
+
+
+def test_next_overdue_change_is_the_first_moment_the_overdue_answers_move():
+    cal = calendar()
+    rows = [row("2026-11-27 17:00"),  # due Wed 2 Dec 15:30
+            row("2026-11-30 10:00", label="critical", due="2026-12-01 11:00"),  # stored deadline
+            row("2026-11-20 10:00", overdue_labelled=True, answered="2026-12-01 09:45"),  # answer time still ahead
+            row("2026-12-01 08:00", handled="2026-12-01 08:00"),  # arrives after `now` (replaying the past)
+            row("2026-11-20 10:00", situation="routine_robot"),  # never due
+            row("2026-10-01 10:00", handled="2026-11-27 10:00")]  # backlog: never due
+    now = at("2026-11-30 12:00")
+    assert next_overdue_change(rows, now, cal, 24) == at("2026-12-01 08:00")
+    assert next_overdue_change(rows[:3], now, cal, 24) == at("2026-12-01 09:45")
+    assert next_overdue_change(rows[:2], now, cal, 24) == at("2026-12-01 11:00")
+    assert next_overdue_change(rows[:1], now, cal, 24) == at("2026-12-02 15:30")
+    assert next_overdue_change(rows[4:], now, cal, 24) is None
+    # something overdue and not labelled yet: now
+    assert next_overdue_change(rows[:1], at("2026-12-02 16:00"), cal, 24) == at("2026-12-02 16:00")
+    # minute by minute: nothing moves before the moment; just after it something does (a label to put
+    # on or take off), or the message that arrived comes into view
+    for subset in (rows, rows[:3], rows[:2], rows[:1]):
+        until = next_overdue_change(subset, now, cal, 24)
+        start = _answers(subset, now, cal, 24)
+        t = now
+        while t < until:
+            assert _answers(subset, t, cal, 24) == start, t
+            t += timedelta(minutes=1)
+        if subset is rows:  # the arrival itself changes no answer; after it, the next moment is the next one
+            assert next_overdue_change(subset, until + timedelta(minutes=1), cal, 24) == at("2026-12-01 09:45")
+        else:
+            assert _answers(subset, until + timedelta(minutes=1), cal, 24) != start
+
+
+SPLIT = {0: (TimeRange(9 * 60, 13 * 60), TimeRange(13 * 60, 17 * 60)),  # touching: two openings
+         1: (TimeRange(9 * 60, 13 * 60), TimeRange(15 * 60, 19 * 60)),
+         2: (TimeRange(22 * 60, 24 * 60),), 3: (TimeRange(0, 2 * 60), TimeRange(9 * 60, 17 * 60)),
+         4: (TimeRange(9 * 60, 17 * 60),), 5: (), 6: ()}
+
+
+@pytest.mark.parametrize("cal", [calendar(), WorkCalendar(MADRID, SPLIT, {}, (Absence(
+    __import__("datetime").date(2026, 12, 4), __import__("datetime").date(2026, 12, 8)),))], ids=["plain", "split"])
+def test_next_digest_is_the_first_moment_a_digest_can_fall_due(cal):
+    """From a run at `after` (which wrote the digest if one was due), no digest is due before
+    next_digest(after), and one is due at it: checked every 10 minutes over two weeks."""
+    start = at("2026-11-30 00:05")
+    after = start
+    while after < start + timedelta(days=14):
+        last = after if digest_due(None, after, cal) else after - timedelta(days=20)  # the run wrote one, or not
+        if digest_due(last, after, cal):
+            last = after
+        until = next_digest(after, cal)
+        assert until is not None and until > after
+        t = after + timedelta(minutes=1)
+        while t < until:
+            assert not digest_due(last, t, cal), (after, t)
+            t += timedelta(minutes=7)
+        assert digest_due(last, until, cal), (after, until)
+        after += timedelta(minutes=10 * 7 + 3)
+
+
+def test_next_digest_across_dst_and_a_calendar_that_never_opens_again():
+    cal = calendar()
+    assert next_digest(at("2026-03-27 18:00"), cal) == at("2026-03-30 09:00")  # Madrid's clocks go forward on the 29th
+    assert next_digest(at("2026-03-30 09:00"), cal) == at("2026-03-31 09:00")
+    never = WorkCalendar(MADRID, {i: () for i in range(7)}, {}, ())
+    assert next_digest(at("2026-03-27 18:00"), never) is None
+
+
+def test_next_thank_you_is_the_first_thank_you_time_after():
+    from datetime import date
+
+    first, second = Absence(date(2026, 11, 16), date(2026, 11, 18)), Absence(date(2026, 12, 24), date(2027, 1, 6))
+    cal = calendar((first, second))
+    assert next_thank_you(cal.absences, cal, at("2026-11-10 10:00")) == at("2026-11-19 09:00")
+    assert next_thank_you(cal.absences, cal, at("2026-11-19 09:00")) == at("2027-01-07 09:00")
+    assert next_thank_you(cal.absences, cal, at("2027-01-07 09:00")) is None
+    # just_ended, checked last at `after`, turns true exactly then
+    after = at("2026-11-10 10:00")
+    assert just_ended(cal.absences, at("2026-11-19 08:59"), cal, after) is None
+    assert just_ended(cal.absences, at("2026-11-19 09:00"), cal, after) == first

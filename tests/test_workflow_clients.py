@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from mailsort.imap import keyword_for
+from sync_support import CommandLog, mailbox
 from workflow_support import Rig, at, client_mail, owner_reply
 
 pytestmark = pytest.mark.dovecot
@@ -28,6 +29,11 @@ def text(mail) -> str:
 
 def to(rig: Rig, address: str) -> list:
     return [m for m in rig.received() if address in m["To"]]
+
+
+def server_commands(commands) -> list[str]:
+    """The IMAP commands of the passes since the log was cleared, without logging in and out."""
+    return [c for c in commands.commands if c not in ("LOGIN", "CAPABILITY", "ENABLE", "LOGOUT")]
 
 
 # ------------------------------------------------------------------------------ expectations
@@ -78,19 +84,28 @@ def test_overdue_at_the_working_hours_deadline_not_before_and_cleared_by_a_reply
                            date="2026-11-17 12:00", message_id="<r1@example.org>"), "2026-11-17 12:00", folder="Sent")
 
     # Friday 17:00 + 24 working hours = 0.5 + 8.5 + 8.5 + 6.5: due Wednesday 15:30.
-    rig.sync("2026-11-18 15:29")
+    rig.sync("2026-11-18 15:20")  # the first pass since the opening: the digest (filed in Sent)
+    rig.sync("2026-11-18 15:26")  # Sent has news (the digest): read
+    commands = CommandLog(monkeypatch)
+    rig.sync("2026-11-18 15:29")  # nothing new, nothing due, Sent read 3 minutes ago: one STATUS (INBOX)
+    assert server_commands(commands) == ["STATUS"], commands.commands
     assert keyword_for("Overdue") not in rig.folder("INBOX")[late]
     digests = to(rig, "owner@example.org")
     assert len(digests) == 1 and "1 due today" in digests[0]["Subject"], [m["Subject"] for m in digests]
     assert "New product photos" in text(digests[0]) and "Footer text" not in text(digests[0])
 
-    rig.sync("2026-11-18 15:31")
+    commands.clear()
+    rig.sync("2026-11-18 15:31")  # still nothing new, but time has passed the deadline
+    sent = server_commands(commands)
+    assert sent == ["STATUS", "LIST", "STATUS", "SELECT", "UID STORE"], sent  # labelled by its UID: no SEARCH
     inbox = rig.folder("INBOX")
     assert "Overdue" in inbox[late] and "Overdue" not in inbox[answered]
     rows = {m.message_id: m for m in rig.messages()}
     assert rows[late].overdue_labelled and rows[answered].answered_at == at("2026-11-17 12:00")
 
+    commands.clear()
     rig.sync("2026-11-18 15:45")
+    assert server_commands(commands) == ["STATUS", "STATUS"], commands.commands
     assert "Overdue" in rig.folder("INBOX")[late]
     assert len(to(rig, "owner@example.org")) == 1  # one digest for the opening, however many passes
 
@@ -188,10 +203,113 @@ def test_overdue_finds_mail_that_went_to_later_and_back_and_labels_by_the_label_
     assert not overdue() and mid in rig.folder("INBOX")
 
 
+def owner_moves(rig: Rig, message_id: str, folder: str) -> None:
+    """The owner files a message away with their mail program (a UID MOVE out of INBOX)."""
+    import imaplib
+
+    client = imaplib.IMAP4("127.0.0.1", rig.dovecot.port)
+    try:
+        client.login(rig.user, rig.password)
+        client.create(folder)
+        client.select("INBOX")
+        typ, data = client.uid("SEARCH", f'HEADER Message-ID "{message_id}"')
+        [uid] = data[0].split()
+        assert client.uid("MOVE", uid, folder)[0] == "OK"
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize("mode", ["keyword", "folder"])
+def test_overdue_by_uid_never_lands_on_another_message_when_the_owner_moved_one_away(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch, mode):
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=f'\n[labels]\nmode = "{mode}"\n' + ACME)
+    filed, kept, newer = "<filed@acme.example>", "<kept@acme.example>", "<newer@acme.example>"
+    for mid, subject in ((filed, "Old logo"), (kept, "New logo")):
+        rig.append(client_mail(sender="Ana <ana@acme.example>", subject=subject, date="2026-11-13 17:00", message_id=mid,
+                               body="Hello, please change the logo on the website.\n"), "2026-11-13 17:00")
+    rig.sync("2026-11-13 17:00")  # journaled in INBOX, due Wednesday 15:30
+    owner_moves(rig, filed, "Archive")  # gone from INBOX: its UID there is never given to another message
+    rig.append(client_mail(sender="Ana <ana@acme.example>", subject="Footer", date="2026-11-18 15:00", message_id=newer,
+                           body="Hello, one more small change in the footer.\n"), "2026-11-18 15:00")
+    rig.sync("2026-11-18 15:01")  # a newer message, under a higher UID
+
+    commands = CommandLog(monkeypatch)
+    rig.sync("2026-11-18 15:31")  # both Friday messages are overdue
+    sent = server_commands(commands)
+    assert "UID SEARCH" not in sent, sent  # by UID; the one that is gone labels nothing, nothing is searched
+    if mode == "keyword":
+        inbox = rig.folder("INBOX")
+        assert "Overdue" in inbox[kept] and "Overdue" not in inbox[newer]
+    else:
+        assert list(rig.folder("Overdue")) == [kept]
+    assert "Overdue" not in rig.folder("Archive")[filed]
+    rows = {m.message_id: m for m in rig.messages()}
+    assert rows[filed].overdue_labelled and rows[kept].overdue_labelled and not rows[newer].overdue_labelled
+
+    rig.sync("2026-11-18 15:45")  # not tried again, nothing doubled
+    assert (list(rig.folder("Overdue")) == [kept]) if mode == "folder" else "Overdue" not in rig.folder("Archive")[filed]
+
+
+@pytest.mark.parametrize("mode", ["keyword", "folder"])
+def test_overdue_finds_mail_the_pass_moved_to_later_in_later_without_searching_the_inbox(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch, mode):
+    extra = f'reply_within_hours = 1\n\n[labels]\nmode = "{mode}"\n'
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=extra)
+    mid, other = "<evening2@shop.example>", "<other@shop.example>"
+    rig.append(client_mail(sender="Jane <jane@shop.example>", subject="Banner", date="2026-11-13 20:00",
+                           message_id=mid, body="Hello, please change the banner on the home page.\n"),
+               "2026-11-13 20:00")
+    rig.sync("2026-11-13 20:01")  # closed: moved to Later by the pass
+    assert mid in rig.folder("Later")
+    rig.append(client_mail(sender="Jane <jane@shop.example>", subject="Prices", date="2026-11-13 20:30",
+                           message_id=other, body="Hello, the prices page too, please.\n"), "2026-11-13 20:30", folder="Later")
+
+    # one working hour after Monday's opening: due 10:00. The first pass of the morning comes at 10:05,
+    # when the message is overdue and still in Later (it goes back to INBOX at the end of that pass)
+    commands = CommandLog(monkeypatch)
+    monday = rig.sync("2026-11-16 10:05")
+    sent = server_commands(commands)
+    assert monday["returned"] == 2 and monday["errors"] == [], monday
+    labelling = sent[:sent.index("UID STORE" if mode == "keyword" else "UID COPY")]
+    # one folder opened (Later, where the pass moved it) and searched once; the INBOX is not searched
+    assert labelling.count("SELECT") == 1 and labelling.count("UID SEARCH") == 1, sent
+    if mode == "keyword":
+        inbox = rig.folder("INBOX")
+        assert "Overdue" in inbox[mid] and "Overdue" not in inbox[other]  # the keyword went back with it
+    else:
+        assert list(rig.folder("Overdue")) == [mid] and mid in rig.folder("INBOX")
+    assert {m.message_id: m for m in rig.messages()}[mid].overdue_labelled
+
+
+def test_overdue_after_a_uidvalidity_change_is_searched_for_and_the_stale_uid_labels_nothing(
+        tmp_path, dovecot, imap_user, smtp_sink, monkeypatch):
+    rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=ACME, folders=("INBOX", "Clients"))
+    with mailbox(dovecot, rig.user, rig.password) as box:
+        box.folder.create("Clients")
+    late, other = "<late2@acme.example>", "<other2@acme.example>"
+
+    def late_mail() -> bytes:
+        return client_mail(sender="Ana <ana@acme.example>", subject="Photos", date="2026-11-13 17:00", message_id=late,
+                           body="Hello, please put the new photos on the website.\n")
+
+    rig.append(late_mail(), "2026-11-13 17:00", folder="Clients")
+    rig.sync("2026-11-13 17:00")  # journaled as Clients, UID 1, the folder's first UIDVALIDITY
+    # the folder is recreated (a restore): another message now has UID 1, ours comes back under UID 2
+    with mailbox(dovecot, rig.user, rig.password) as box:
+        box.folder.delete("Clients")
+        box.folder.create("Clients")
+    rig.append(client_mail(sender="Ana <ana@acme.example>", subject="Hours", date="2026-11-18 15:00", message_id=other,
+                           body="Hello, the opening hours changed.\n"), "2026-11-18 15:00", folder="Clients")
+    rig.append(late_mail(), "2026-11-13 17:00", folder="Clients", flags=("mailsort-done",))
+
+    rig.sync("2026-11-18 15:31")  # due 15:30: overdue
+    clients = rig.folder("Clients")
+    assert "Overdue" in clients[late] and "Overdue" not in clients[other], clients
+    assert {m.message_id: m for m in rig.messages()}[late].overdue_labelled
+
+
 def test_sent_is_read_at_most_every_few_minutes_and_only_what_is_new(
         tmp_path, dovecot, imap_user, smtp_sink, monkeypatch):
-    from sync_support import CommandLog
-
     rig = Rig(tmp_path, dovecot, *imap_user, smtp_sink, monkeypatch, extra=ACME)
     rig.append(client_mail(sender="Ana <ana@acme.example>", subject="Question", date="2026-11-17 10:00",
                            message_id="<q@acme.example>", body="Hello, a quick question about the site.\n"),
@@ -209,4 +327,4 @@ def test_sent_is_read_at_most_every_few_minutes_and_only_what_is_new(
 
     commands.clear()
     rig.sync("2026-11-17 10:13")  # nothing new in Sent: its STATUS is all it costs
-    assert commands.commands.count("STATUS") == 2 and "UID FETCH" not in commands.commands, commands.commands
+    assert server_commands(commands) == ["STATUS", "STATUS"], commands.commands

@@ -3,6 +3,7 @@ store's bookkeeping, and the steps' independence (a failing step never stops the
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from email import message_from_bytes
@@ -12,7 +13,7 @@ import pytest
 from mailsort.config import parse_config
 from mailsort.errors import ServerError
 from mailsort.replies import owner_message
-from mailsort.store import Store
+from mailsort.store import Store, from_iso
 from mailsort.workflows import WorkflowError, _answer_fields, _imap_date, _message_of, run_workflows
 
 from workflow_support import MADRID, at, calendar, row
@@ -137,3 +138,122 @@ def test_digest_and_thank_you_can_be_turned_off(replies):
                           calendar=calendar(cfg.calendar.absences), now=at("2026-11-19 09:01"))
         templates = [e.template for e in store.outbox("work")]
         assert templates == ([] if replies.get("mode") == "off" else ["absence_digest"])
+
+
+# ------------------------------------------------------------------------------ a pass with nothing to do
+
+
+class QuietSession:
+    """A server whose Sent folder holds `sent` messages, all read already; it records what it is asked."""
+
+    label_mode = "keyword"
+    capabilities = frozenset()
+
+    def __init__(self):
+        self.asked: list = []
+        self.sent = 0
+        self.selected_info = {"uidvalidity": 1}
+
+    def special_folder(self, use, configured, fallback):
+        return configured or fallback
+
+    def folders(self, refresh=False):
+        self.asked.append("LIST")
+        return {"INBOX": (), "Sent": ("\\Sent",)}
+
+    def status(self, folder):
+        from mailsort.imap import FolderStatus
+
+        self.asked.append(f"STATUS {folder}")
+        return FolderStatus(1, self.sent + 1, self.sent, None)
+
+    def _run(self, what, op, *, folder=None, write=False):
+        self.asked.append(what)
+        return [] if what.startswith("FETCH") else None
+
+    def add_keywords(self, folder, uids, keywords):
+        self.asked.append(("label", folder, tuple(uids)))
+
+    def set_flag(self, folder, uids, flag, value=True):
+        self.asked.append(("label" if value else "unlabel", folder, tuple(uids)))
+
+
+def test_a_pass_with_nothing_new_skips_the_deadline_work_until_something_can_change(monkeypatch):
+    import mailsort.workflows as workflows
+
+    cfg = config(reply_within_hours=8)
+    session = QuietSession()
+    with Store(":memory:") as store:
+        waits = row("2026-11-23 10:00", message_id="<w@x>")  # 8 working hours: due Tuesday 24th 09:30
+        store.record_decisions([waits])
+        reads = []
+        waiting = store.waiting_messages
+        monkeypatch.setattr(store, "waiting_messages", lambda *a, **k: reads.append(1) or waiting(*a, **k))
+
+        def run(now: str, cfg=cfg) -> bool:
+            """One run; True when it read the open mail (a full run), False when it had nothing to do."""
+            reads.clear()
+            session.asked.clear()
+            run_workflows(cfg, cfg.accounts[0], store=store, session=session, calendar=calendar(cfg.calendar.absences),
+                          now=at(now))
+            return bool(reads)
+
+        assert run("2026-11-23 10:01")  # the first run ever
+        assert not run("2026-11-23 10:03") and session.asked == []  # nothing can have changed: not even a STATUS
+        assert not run("2026-11-23 10:30") and session.asked == ["STATUS Sent"]  # Sent looked at, every 5 minutes
+        assert not run("2026-11-23 10:20")
+        assert run("2026-11-23 10:00")  # before the last full run (--now replaying the past): no shortcut
+        assert not run("2026-11-23 17:40")
+        # the opening: a digest may be due, and one is (the message is due today)
+        assert run("2026-11-24 09:00") and [e.template for e in store.outbox("work")] == ["digest"]
+        assert not run("2026-11-24 09:10") and not run("2026-11-24 09:29")
+        assert run("2026-11-24 09:30")  # its deadline: not overdue yet (that is after 09:30) ...
+        assert not any(isinstance(a, tuple) for a in session.asked)
+        assert run("2026-11-24 09:31")  # ... so no shortcut from 09:30 on; now it is
+        assert ("label", "INBOX", (waits.uid,)) in session.asked  # by its UID: no SEARCH
+        assert {m.message_id: m for m in store.messages("work")}["<w@x>"].overdue_labelled
+        assert not run("2026-11-24 09:33")
+
+        session.sent += 1  # something filed in Sent
+        assert not run("2026-11-24 09:35")  # Sent was read at 09:31 (the deadline made it urgent): not yet
+        assert run("2026-11-24 09:37") and session.asked.count("STATUS Sent") == 1  # the STATUS said: read it
+        assert not run("2026-11-24 09:38")
+
+        store.set_answered("work", "<w@x>", at("2026-11-24 09:36"))  # any change to a row
+        assert run("2026-11-24 09:39") and ("unlabel", "INBOX", (waits.uid,)) in session.asked
+        assert not run("2026-11-24 09:40")
+        store.record_decisions([row("2026-11-24 09:40", message_id="<n@x>")])  # a new row
+        assert run("2026-11-24 09:41")
+        assert not run("2026-11-24 09:42")
+        assert run("2026-11-24 09:43", config(reply_within_hours=4))  # the settings changed
+        assert not run("2026-11-24 09:44", config(reply_within_hours=4))
+        monkeypatch.setattr(workflows, "IDLE_VERSION", workflows.IDLE_VERSION + 1)  # another mailsort wrote it
+        assert run("2026-11-24 09:45") and not run("2026-11-24 09:46")
+        assert [e.template for e in store.outbox("work")] == ["digest"]
+
+
+def test_a_failed_step_leaves_no_shortcut_behind():
+    cfg = config()
+    with Store(":memory:") as store:
+        store.record_decisions([row("2026-11-23 10:00", message_id="<w@x>")])
+        for _ in range(2):
+            with pytest.raises(WorkflowError):
+                run_workflows(cfg, cfg.accounts[0], store=store, session=BrokenSession(),
+                              calendar=calendar(cfg.calendar.absences), now=at("2026-11-23 10:01"))
+        assert store.get_meta("work", "workflows_idle") is None
+
+
+def test_the_thank_you_after_an_absence_is_not_skipped(monkeypatch):
+    cfg = config(digest=False)  # nothing else happens at that opening
+    session = QuietSession()
+    with Store(":memory:") as store:
+        store.record_decisions([row("2026-11-17 10:00", message_id="<w@x>", sender="ana@acme.example")])
+        for now in ("2026-11-17 10:01", "2026-11-18 20:00", "2026-11-19 08:59"):
+            run_workflows(cfg, cfg.accounts[0], store=store, session=session, calendar=calendar(cfg.calendar.absences),
+                          now=at(now))
+        assert store.outbox("work") == []
+        state = json.loads(store.get_meta("work", "workflows_idle"))
+        assert from_iso(state["until"]) == at("2026-11-19 09:00")  # the thank-you time: nothing skipped past it
+        run_workflows(cfg, cfg.accounts[0], store=store, session=session, calendar=calendar(cfg.calendar.absences),
+                      now=at("2026-11-19 09:01"))
+        assert sorted(e.template for e in store.outbox("work")) == ["absence_digest", "back"]

@@ -55,7 +55,8 @@ class Rig:
     09:00-17:30 in Madrid, like the issue's examples). `sync(now)` runs the real `mailsort sync --now
     ... --json` in-process, with the rule-based stand-in classifier of sync_support instead of the model."""
 
-    def __init__(self, tmp_path, dovecot, user: str, password: str, sink, monkeypatch, *, extra: str = "") -> None:
+    def __init__(self, tmp_path, dovecot, user: str, password: str, sink, monkeypatch, *, extra: str = "",
+                 folders: tuple[str, ...] = ("INBOX",)) -> None:
         from sync_support import FakeClassifier, wait_for_login
 
         import mailsort.classify
@@ -86,6 +87,7 @@ owner_name = "Ana Ruiz"
 [[account]]
 name = "work"
 addresses = ["owner@example.org"]
+folders = {json.dumps(list(folders))}
 imap = {{ host = "127.0.0.1", port = {dovecot.port}, security = "none", username = "{user}" }}
 smtp = {{ host = "127.0.0.1", port = {sink.port}, security = "none" }}
 password_env = "{env}"
