@@ -53,16 +53,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .absences import absence_digest_text, just_ended, next_thank_you, thank_you_due, writers_during
 from .calendar import WorkCalendar
 from .config import Absence, AccountConfig, Config
-from .deadlines import (TRACK_FOR, DueReport, classify_due, digest_due, digest_text, first_answers, needs_answer,
-                        newly_overdue, next_digest, next_overdue_change, overdue_to_clear)
 from .errors import MailsortError
 from .imap import ImapSession, imap_quote, keyword_for, parse_search, uid_set_chunks
 from .store import HandledMessage, OutboxEntry, Store, from_iso, iso
 
+# deadlines and absences are imported where a full run uses them: a pass with nothing to do needs neither
 if TYPE_CHECKING:
+    from .deadlines import DueReport
     from .message import Message
     from .policy import Settings
     from .replies import Templates
@@ -106,7 +105,8 @@ def run_workflows(config: Config, account: AccountConfig, *, store: Store, sessi
                   settings: Settings | None = None, counts: dict[str, int] | None = None) -> WorkflowReport:
     """Run every step for one account. `counts` (the pass's tally) gets the number of mails queued.
     Raises WorkflowError after all steps ran when any of them failed. `templates` and `settings` are
-    the pass's own when it built them already; otherwise they are built here, and only when needed."""
+    the pass's own when it built them already; otherwise they are built here, and only when needed.
+    When nothing can have changed since the last run (see the module docstring) it returns at once."""
     run = _Run(config, account, store, session, calendar, now, templates, settings)
     if run.idle():
         return run.report()
@@ -114,12 +114,13 @@ def run_workflows(config: Config, account: AccountConfig, *, store: Store, sessi
     run.step("overdue labels", run.overdue)
     run.step("the digest", run.digest)
     run.step("the end of an absence", run.absences)
+    if not run.errors:
+        run.step("remembering what it found", run.remember)
     if counts is not None:
         counts["queued"] += len(run.queued)
     report = run.report()
     if report.errors:
         raise WorkflowError("; ".join(report.errors))
-    run.step("remembering the pass", run.remember)
     return report
 
 
@@ -152,6 +153,8 @@ class _Run:
     def open_rows(self) -> list[HandledMessage]:
         """Client mail waiting for an answer (within TRACK_FOR; no backlog, no robots) and mail still
         labelled Overdue: all that the deadline steps look at."""
+        from .deadlines import TRACK_FOR, needs_answer
+
         if self._open is None:
             rows = self.store.waiting_messages(self.name, since=self.now - TRACK_FOR)
             self._open = [r for r in rows if r.overdue_labelled or needs_answer(r)]
@@ -160,6 +163,8 @@ class _Run:
     def due(self) -> DueReport:
         """Overdue / due today / critical open among the unanswered rows: computed once per pass (the
         working-hours arithmetic is the costly part) and again only after answers or labels changed."""
+        from .deadlines import classify_due
+
         if self._due is None:
             self._due = classify_due([r for r in self.open_rows() if r.answered_at is None], self.now,
                                      self.calendar, self.hours)
@@ -212,8 +217,12 @@ class _Run:
         return status.uidvalidity == state.get("uidvalidity") and status.uidnext - 1 == state.get("last_uid")
 
     def remember(self) -> None:
-        """After a run without errors: remember what it found, for `idle`. Written last, so a crash in
-        between leaves the older state, whose change mark no longer matches."""
+        """After a run without errors: remember what it found, for `idle`. Written after everything else
+        the run did: a run that stops before this leaves the older state, which no longer holds (the run
+        changed a row, or it ran because that state's time was up or Sent had news, which it still has)."""
+        from .absences import next_thank_you
+        from .deadlines import needs_answer, next_digest, next_overdue_change
+
         rows = self.open_rows()
         moments = [next_overdue_change(rows, self.now, self.calendar, self.hours)]
         if self.config.replies.digest and self.config.replies.mode != "off" and self.owner:
@@ -253,6 +262,8 @@ class _Run:
     # ------------------------------------------------------------------------------ 1. answered
 
     def answered(self) -> None:
+        from .deadlines import TRACK_FOR, first_answers, needs_answer, newly_overdue
+
         rows = self.open_rows()
         waiting = [r for r in rows if r.answered_at is None and r.message_id and needs_answer(r)]
         labelled = [r for r in rows if r.overdue_labelled]
@@ -263,25 +274,29 @@ class _Run:
         if not urgent and last is not None and last <= self.now < last + SENT_SCAN_EVERY:
             return
         since = min(r.arrived_at or r.handled_at for r in waiting or labelled) - FIRST_SCAN_MARGIN
-        headers = self._new_sent_headers(since)
-        self.store.set_meta(self.name, META_SENT_AT, iso(self.now))
+        headers, read_to = self._new_sent_headers(since)
         self.counts["scanned"] += len(headers)
         answers = first_answers(headers)
-        if not answers:
-            return
-        known = self.store.unanswered_ids(self.name, answers, self.now - TRACK_FOR)
-        changed = self.store.set_answered_many(self.name, [(mid, when) for mid, when in answers.items() if mid in known])
+        known = self.store.unanswered_ids(self.name, answers, self.now - TRACK_FOR) if answers else set()
+        changed = self.store.set_answered_many(self.name, [(mid, when) for mid, when in answers.items()
+                                                            if mid in known]) if known else 0
+        # how far Sent was read, once what it said is recorded (a crash before this reads it again)
+        if read_to is not None:
+            self.store.set_meta(self.name, META_SENT, json.dumps(read_to))
+        self.store.set_meta(self.name, META_SENT_AT, iso(self.now))
         if changed:
             self.counts["answered"] += changed
             self._forget_rows()
             log.info("%s: %d message(s) answered (found in Sent)", self.name, changed)
 
-    def _new_sent_headers(self, since: datetime) -> list[tuple[str | None, str | None, datetime | None, str | None]]:
-        """(In-Reply-To, References, Date, Auto-Submitted) of the Sent mail not read before; remembers how
-        far it read. The first time (or after UIDVALIDITY changed) only mail since `since` is read."""
+    def _new_sent_headers(self, since: datetime) -> tuple[list[tuple[str | None, str | None, datetime | None, str | None]],
+                                                          dict[str, Any] | None]:
+        """(In-Reply-To, References, Date, Auto-Submitted) of the Sent mail not read before, and how far
+        that reads (the META_SENT to store once the answers are recorded). The first time (or after
+        UIDVALIDITY changed) only mail since `since` is read."""
         folder = self.session.special_folder("\\Sent", self.config.folders.sent, "Sent")
         if folder not in self.session.folders():
-            return []
+            return [], None
         known, status = self._sent_status or (None, None)
         if known != folder or status is None:
             status = self.session.status(folder)
@@ -297,13 +312,14 @@ class _Run:
             for start in range(0, len(uids), FETCH_BATCH):
                 for uid_set in uid_set_chunks(uids[start:start + FETCH_BATCH]):
                     headers += _fetch_header_fields(self.session, folder, uid_set)
-        self.store.set_meta(self.name, META_SENT, json.dumps({"folder": folder, "uidvalidity": status.uidvalidity,
-                                                              "last_uid": until}))
-        return [_answer_fields(raw, self.now) for raw in headers]
+        read_to = {"folder": folder, "uidvalidity": status.uidvalidity, "last_uid": until}
+        return [_answer_fields(raw, self.now) for raw in headers], read_to
 
     # ------------------------------------------------------------------------------ 2. overdue
 
     def overdue(self) -> None:
+        from .deadlines import newly_overdue, overdue_to_clear
+
         rows = self.open_rows()
         label = self.config.labels.overdue
         clear = overdue_to_clear(rows, self.now)
@@ -417,11 +433,15 @@ class _Run:
     # ------------------------------------------------------------------------------ 3. digest
 
     def _digest_due(self) -> bool:
+        from .deadlines import digest_due
+
         if not self.config.replies.digest or self.config.replies.mode == "off" or not self.owner:
             return False
         return digest_due(from_iso(self.store.get_meta(self.name, META_DIGEST)), self.now, self.calendar)
 
     def digest(self) -> None:
+        from .deadlines import digest_text
+
         if not self._digest_due():
             return
         opening = self.calendar.last_opening(self.now) or self.now
@@ -434,6 +454,8 @@ class _Run:
     # ------------------------------------------------------------------------------ 4. absences
 
     def absences(self) -> None:
+        from .absences import just_ended
+
         last = from_iso(self.store.get_meta(self.name, META_ABSENCES)) or self.now - ABSENCE_LOOKBACK
         for absence in self.calendar.absences:
             if just_ended((absence,), self.now, self.calendar, last) is not None:
@@ -442,6 +464,8 @@ class _Run:
             self.store.set_meta(self.name, META_ABSENCES, iso(self.now))
 
     def _after_absence(self, absence: Absence) -> None:
+        from .absences import absence_digest_text, thank_you_due, writers_during
+
         due = thank_you_due(absence, self.calendar) or self.now
         tz = self.calendar.tz
         start = datetime.combine(absence.start, time(0), tzinfo=tz)

@@ -257,3 +257,46 @@ def test_the_thank_you_after_an_absence_is_not_skipped(monkeypatch):
         run_workflows(cfg, cfg.accounts[0], store=store, session=session, calendar=calendar(cfg.calendar.absences),
                       now=at("2026-11-19 09:01"))
         assert sorted(e.template for e in store.outbox("work")) == ["absence_digest", "back"]
+
+
+class SentSession(QuietSession):
+    """QuietSession whose Sent folder holds one human answer to <w@x> (UID 1), read through the real
+    SEARCH / FETCH parsing."""
+
+    def __init__(self):
+        super().__init__()
+        self.sent = 1
+
+    def _run(self, what, op, *, folder=None, write=False):
+        self.asked.append(what)
+        raw = (b"In-Reply-To: <w@x>\r\nReferences: <w@x>\r\nDate: Tue, 24 Nov 2026 12:00:00 +0100\r\n\r\n")
+
+        class Client:
+            def uid(self, command, *args):
+                if command == "SEARCH":
+                    return "OK", [b"1"]
+                return "OK", [(b"1 (UID 1 BODY[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO)] {%d}" % len(raw), raw), b")"]
+
+        return op(Client())
+
+
+def test_how_far_sent_was_read_is_stored_only_with_the_answers_it_gave(monkeypatch):
+    cfg = config()
+    session = SentSession()
+    with Store(":memory:") as store:
+        store.record_decisions([row("2026-11-23 10:00", message_id="<w@x>")])
+        real = store.set_answered_many
+
+        def crash(*args, **kwargs):
+            raise RuntimeError("power cut")
+
+        monkeypatch.setattr(store, "set_answered_many", crash)
+        with pytest.raises(RuntimeError):
+            run_workflows(cfg, cfg.accounts[0], store=store, session=session, calendar=calendar(cfg.calendar.absences),
+                          now=at("2026-11-24 12:30"))
+        assert store.get_meta("work", "sent_scan") is None  # not marked read: the next pass reads it again
+        monkeypatch.setattr(store, "set_answered_many", real)
+        report = run_workflows(cfg, cfg.accounts[0], store=store, session=session,
+                               calendar=calendar(cfg.calendar.absences), now=at("2026-11-24 12:31"))
+        assert report.answered == 1 and store.messages("work")[0].answered_at == at("2026-11-24 12:00")
+        assert json.loads(store.get_meta("work", "sent_scan")) == {"folder": "Sent", "uidvalidity": 1, "last_uid": 1}
