@@ -7,13 +7,16 @@ headers that RFC 3834 cares about), so nothing downstream touches raw MIME again
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.quoprimime  # base64 and this: loaded by email.utils anyway
 import email.utils
 import html
 import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from .language import detect_language, detect_languages, language_text
@@ -134,31 +137,50 @@ class _Fields:
     text_plain: tuple[str, ...]
     text_html: tuple[str, ...]
     defects: tuple[str, ...]
+    # address headers the fast route has already read into (name, address) pairs, when reading the
+    # rebuilt header again would give exactly these (see `_address_header`)
+    addresses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, Any]:
     """Everything a Message holds but its language, from either parser route."""
     headers = fields.headers
-    sender_name, sender = _first_address(headers.get("from", ""))
+    sender_name, sender = _first_of(_pairs(fields, "from"))
+    kept = [name for name in headers if name in _KEPT_ORDER]  # (a message has few headers, and few of these)
+    if len(kept) > 1:
+        kept.sort(key=_KEPT_ORDER.__getitem__)
     return dict(
         message_id=_one_line(headers.get("message-id", "")).strip(),
         subject=_one_line(headers.get("subject", "")),
         sender=sender,
         sender_name=sender_name,
-        reply_to=_addresses(headers.get("reply-to", "")),
+        reply_to=_addresses_of(_pairs(fields, "reply-to")),
         return_path=_return_path(headers),
-        to=_addresses(headers.get("to", "")),
-        cc=_addresses(headers.get("cc", "")),
+        to=_addresses_of(_pairs(fields, "to")),
+        cc=_addresses_of(_pairs(fields, "cc")),
         date=_date(headers.get("date")),
         in_reply_to=_one_line(headers.get("in-reply-to", "")).strip(),
         references=tuple(_REFERENCE.findall(headers.get("references", ""))),
         text=_plain_text(fields.text_plain, fields.text_html),
-        headers=tuple((name, _one_line(headers[name])) for name in KEPT_HEADERS if name in headers),
+        headers=tuple((name, _one_line(headers[name])) for name in kept),
         content_type=headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
         uid=uid,
         folder=folder,
         defects=fields.defects,
     )
+
+
+_KEPT_ORDER = {name: i for i, name in enumerate(KEPT_HEADERS)}
+
+
+def _pairs(fields: _Fields, name: str) -> tuple[tuple[str, str], ...]:
+    """The (name, address) pairs of an address header, read by the fast route or read now. A missing
+    or empty header gives (): what `_first_of` and `_addresses_of` make of getaddresses' ('', '')."""
+    found = fields.addresses.get(name)
+    if found is not None:
+        return found
+    value = fields.headers.get(name)
+    return _address_pairs(value) if value else ()
 
 
 def _message(fields: _Fields, uid: int | None = None, folder: str | None = None) -> Message:
@@ -191,7 +213,6 @@ ADDRESS_HEADERS = frozenset({"bcc", "cc", "delivered-to", "from", "reply-to", "t
 # The headers `_message` reads: the fast route decodes only these.
 _USED_HEADERS = frozenset({"from", "to", "cc", "reply-to", "subject", "message-id", "date", "in-reply-to",
                            "references", "return-path", "content-type", *KEPT_HEADERS})
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):")
 _ODD_CONTROLS = re.compile(rb"[\x00\x0b\x0c\x1c-\x1e]")
 _ENCODED_WORD = "=?"
@@ -219,7 +240,8 @@ def _fast_fields(raw: bytes) -> _Fields | None:
     try:
         head, body = _split_head(raw)
         fields = _header_fields(head)
-        headers = _decoded_headers(fields)
+        addresses: dict[str, tuple[tuple[str, str], ...]] = {}
+        headers = _decoded_headers(fields, addresses)
         plain: list[str] = []
         html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
@@ -230,43 +252,47 @@ def _fast_fields(raw: bytes) -> _Fields | None:
             html = tuple(t for t in (_decode_text(*part) for part in html_parts) if t)
     except _NotSimple:
         return None
-    return _Fields(headers, tuple(plain), html, tuple(sorted(defects)))
+    return _Fields(headers, tuple(plain), html, tuple(sorted(defects)), addresses)
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """Header block and body; the header block must be clean ASCII with no odd control bytes."""
-    m = _HEAD_END.search(raw)
-    if m is None:
-        head, body = raw, b""
-    else:
-        head, body = raw[:m.start() + (2 if raw[m.start()] == 13 else 1)], raw[m.end():]
-    if not head.isascii() or _ODD_CONTROLS.search(head):
-        raise _NotSimple
-    return head, body
+    """Header block (with its last line break) and body: the block ends at the first empty line.
+    Every CR is followed by LF here (`_fast_fields` refused stray CRs), so an empty line is an LF
+    followed by LF or CRLF. Nothing is checked yet: `_header_fields` refuses what is not clean."""
+    end = raw.find(b"\n\r\n")  # CRLF mail: found early, then "\n\n" is looked for before it only
+    lf = raw.find(b"\n\n", 0, end + 1 if end >= 0 else len(raw))
+    if lf >= 0:
+        end = lf
+    if end < 0:
+        return raw, b""
+    return raw[:end + 1], raw[end + (2 if raw[end + 1] == 10 else 3):]
+
+
+# One header field as the stdlib's compat32 policy stores it: the name (printable ASCII but ":"),
+# the value without its leading blanks, its folded lines kept with their line breaks, the last line
+# break left out. A value holds no odd control (they end a line for the stdlib) and no lone CR but at
+# the very end (one cut off by a partial fetch).
+_FIELD_TEXT = r"[^\r\n\x00\x0b\x0c\x1c-\x1e]*"
+_HEADER_FIELD = re.compile(rf"([\x21-\x39\x3b-\x7e]+):[ \t]*({_FIELD_TEXT}(?:\r?\n[ \t]{_FIELD_TEXT})*)(?:\r?\n|\r?\Z)")
+_HEADER_BLOCK = re.compile(rf"(?:[\x21-\x39\x3b-\x7e]+:{_FIELD_TEXT}(?:\r?\n[ \t]{_FIELD_TEXT})*(?:\r?\n|\r?\Z))+")
 
 
 def _header_fields(head: bytes) -> list[tuple[str, str]]:
-    """(name, value) as the stdlib's compat32 policy stores them: value without the leading blanks,
-    folded lines kept with their line breaks, the final line break removed."""
-    fields: list[tuple[str, list[str]]] = []
-    for line in head.decode("ascii").splitlines(keepends=True):  # only \r\n and \n: odd controls were refused
-        if line[0] in " \t":
-            if not fields:
-                raise _NotSimple  # a continuation line first
-            fields[-1][1].append(line)
-            continue
-        m = _FIELD.match(line)
-        if m is None:
-            raise _NotSimple  # not a header line: the stdlib would end the headers here
-        fields.append((m.group(1), [line[m.end():].lstrip(" \t")]))
-    if not fields:
+    """(name, value) of each field of a header block that is clean ASCII with no odd control
+    bytes and nothing but header lines (a line that is none ends the headers for the stdlib, a
+    continuation line first has nothing to continue): two regex passes, no Python loop per line."""
+    if not head.isascii():
         raise _NotSimple
-    return [(name, "".join(parts).rstrip("\r\n")) for name, parts in fields]
+    text = head.decode("ascii")
+    if _HEADER_BLOCK.fullmatch(text) is None:
+        raise _NotSimple
+    return _HEADER_FIELD.findall(text)
 
 
-def _decoded_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
+def _decoded_headers(fields: list[tuple[str, str]], addresses: dict | None = None) -> dict[str, str]:
     """The same dict `_mailparser_fields` builds: first spelling of each name, values decoded
-    (encoded words), repeated values joined with ", ", address headers from their first occurrence."""
+    (encoded words), repeated values joined with ", ", address headers from their first occurrence.
+    `addresses` receives the (name, address) pairs of the address headers where they are sure."""
     values: dict[str, list[str]] = {}
     for name, value in fields:
         key = name.lower()
@@ -275,7 +301,9 @@ def _decoded_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, found in values.items():
         if name in ADDRESS_HEADERS:
-            out[name] = _address_header(found[0])
+            out[name], pairs = _address_header(found[0])
+            if pairs is not None and addresses is not None:
+                addresses[name] = pairs
         elif len(found) == 1:
             out[name] = _decode_words(found[0])
         else:
@@ -286,10 +314,23 @@ def _decoded_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+# The usual shape of an encoded header: maybe plain text first ("Re: "), then encoded words only,
+# apart by blanks and line breaks. An encoded word as email.header's `ecre` finds it, its charset and
+# text kept free of "?" and blanks: then `ecre` can cut the value in no other way than this.
+_EW = r"=\?([\x21-\x3e\x40-\x7e]*)\?([bBqQ])\?([\x21-\x3e\x40-\x7e]*)\?="
+_EW_VALUE = re.compile(rf"([^=?\r\n]*)((?:{_EW}[ \t\r\n]*)+)")
+_EW_ONE = re.compile(_EW)
+
+
 def _decode_words(value: str) -> str:
     """mail-parser's decode_header_part: encoded words decoded, undecodable bytes dropped."""
     if _ENCODED_WORD not in value:
         return value.strip()
+    m = _EW_VALUE.fullmatch(value)
+    if m is not None:
+        out = _decode_simple_words(m.group(1), m.group(2))
+        if out is not None:
+            return out
     from email.header import decode_header
 
     out = ""
@@ -308,20 +349,69 @@ def _decode_words(value: str) -> str:
     return out.strip()
 
 
-def _address_header(value: str) -> str:
+def _decode_simple_words(plain: str, words: str) -> str | None:
+    """`_decode_words` for the `_EW_VALUE` shape, as email.header.decode_header reads it: the plain
+    text kept (its leading blanks are stripped anyway), the blanks between encoded words dropped,
+    the bytes of neighbouring words with the same charset joined before they are decoded. None
+    when a word is not valid base64 (the stdlib then raises; let it, from the same input)."""
+    out = plain
+    run = b""
+    run_charset = None
+    for charset, encoding, text in _EW_ONE.findall(words):
+        charset = charset.lower()
+        if encoding in "bB":
+            if len(text) % 4:
+                text += "==="[:4 - len(text) % 4]
+            try:
+                data = binascii.a2b_base64(text.encode("ascii")) if text else b""
+            except binascii.Error:
+                return None
+        else:
+            data = bytes(email.quoprimime.header_decode(text), "raw-unicode-escape")
+        if charset == run_charset:
+            run += data
+            continue
+        if run_charset is not None:
+            out += _decode_run(run, run_charset)
+        run, run_charset = data, charset
+    out += _decode_run(run, run_charset)
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _NotSimple from None
+    return out.strip()
+
+
+def _decode_run(data: bytes, charset: str) -> str:
+    try:
+        return str(data, charset or "utf-8")
+    except (LookupError, UnicodeError):
+        return str(data, "utf-8", "ignore")
+
+
+def _address_header(value: str) -> tuple[str, tuple[tuple[str, str], ...] | None]:
     """An address header as mail-parser rebuilds it ('"Name" <addr>, ...'), for simple lists only
-    (see `_simple_addresses`); encoded words in names are decoded."""
-    pairs = _simple_addresses(value)
-    if not pairs:
+    (see `_simple_addresses`); encoded words in names are decoded. Also the (name, address) pairs
+    that `_address_pairs` would read back from that text, when it surely would (None otherwise):
+    a name with no quote, backslash or line break comes back from '"Name" <addr>' as it is."""
+    found = _simple_addresses(value)
+    if not found:
         raise _NotSimple
     out = []
-    for name, address, quoted in pairs:
+    pairs: list[tuple[str, str]] | None = []
+    for name, address, quoted in found:
         if _ENCODED_WORD in name:
             if quoted:
                 raise _NotSimple  # an encoded word inside quotes stays literal for mail-parser: leave it to it
             name = _decode_words(name)
-        out.append(_address_text(("" if name == address else name, address)))
-    return ", ".join(out)
+        pair = ("" if name == address else name, address)
+        out.append(_address_text(pair))
+        if pairs is not None:
+            if '"' in name or "\\" in name or "\r" in name or "\n" in name:
+                pairs = None
+            else:
+                pairs.append(pair)
+    return ", ".join(out), (tuple(pairs) if pairs is not None else None)
 
 
 _WSP = r"[ \t\r\n]"
@@ -330,6 +420,7 @@ _ONE_MAILBOX = re.compile(
     rf'{_WSP}*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>{_ATOMS}(?:{_WSP}+{_ATOMS})*))?{_WSP}*'
     rf'<(?P<angle>{_ATOMS}@{_ATOMS})>|(?P<bare>{_ATOMS}@{_ATOMS})){_WSP}*')
 _FWS = re.compile(_WSP + "+")
+_ANGLE_ONLY = re.compile(rf"<({_ATOMS}@{_ATOMS})>")
 
 
 def _simple_addresses(value: str) -> list[tuple[str, str, bool]] | None:
@@ -368,9 +459,11 @@ def _address_pairs(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(email.utils.getaddresses([value]))
 
 
+@lru_cache(maxsize=256)
 def _mime_value(value: str | None) -> tuple[str, dict[str, str] | None]:
     """("type/subtype" lower-cased, {param: value}) of a Content-Type / -Disposition value; the
-    parameters are None when they are not plain (or cut off by a partial fetch)."""
+    parameters are None when they are not plain (or cut off by a partial fetch). Cached: most
+    parts say "text/plain; charset=utf-8" or the like (callers only read the dict)."""
     if value is None:
         return "", {}
     m = _MIME_VALUE.fullmatch(value)
@@ -499,6 +592,8 @@ def _part(chunk: bytes, defects: set[str]) -> tuple[list[tuple[str, str]], bytes
         # a partial fetch cut this part's headers: a last line that is no header (yet) is body text
         # for the stdlib, with a MissingHeaderBodySeparatorDefect
         cut = head.rfind(b"\n") + 1
+        if not head.isascii() or _ODD_CONTROLS.search(head, cut):
+            raise _NotSimple  # (the lines before are checked by _header_fields)
         last = head[cut:].decode("ascii")
         if last == "\r":  # the blank line itself was cut after its CR
             return _header_fields(head[:cut]), b""
@@ -516,9 +611,6 @@ def _decode_text(body: bytes, cte: str, charset: str, fields: list[tuple[str, st
             return body.decode("ascii")
         payload = body
     elif cte == "base64":
-        import base64
-        import binascii
-
         joined = b"".join(body.splitlines())
         missing = len(joined) % 4
         try:  # the stdlib's decode_b, first try; anything odder goes through the stdlib itself
@@ -526,8 +618,6 @@ def _decode_text(body: bytes, cte: str, charset: str, fields: list[tuple[str, st
         except binascii.Error:
             payload = _stdlib_payload(fields, body)
     elif cte == "quoted-printable":
-        import binascii
-
         payload = binascii.a2b_qp(body)
     else:  # binary
         payload = body
@@ -535,7 +625,8 @@ def _decode_text(body: bytes, cte: str, charset: str, fields: list[tuple[str, st
         return ""
     try:
         decoded = payload.decode(charset)
-        decoded.encode("utf-8")
+        if charset != "utf-8":  # (strict UTF-8 decoding never yields a lone surrogate)
+            decoded.encode("utf-8")
     except (LookupError, UnicodeError):
         raise _NotSimple from None  # mail-parser records a CharsetDecodeDefect and recovers
     return decoded
@@ -570,7 +661,9 @@ def html_to_text(markup: str) -> str:
     markup = _DROP.sub(" ", markup)
     markup = _BLOCK.sub("\n", markup)
     text = html.unescape(_TAG.sub(" ", markup))
-    lines = [_BLANKS.sub(" ", line).strip() for line in text.splitlines()]
+    # (a line with no tab, no-break space or double space has nothing for _BLANKS to change)
+    lines = [_BLANKS.sub(" ", line).strip() if "\t" in line or "\xa0" in line or "  " in line else line.strip()
+             for line in text.splitlines()]
     return _EMPTY_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
@@ -595,11 +688,18 @@ _BREAKS = re.compile(r"[\r\n\t]+")
 
 def _one_line(value: str) -> str:
     """Headers may never carry CR/LF into anything we build from them."""
-    return _BREAKS.sub(" ", value or "").strip()
+    if not value:
+        return ""
+    if "\n" in value or "\r" in value or "\t" in value:  # most values have none: no regex pass
+        value = _BREAKS.sub(" ", value)
+    return value.strip()
 
 
 def _first_address(value: str) -> tuple[str, str]:
-    pairs = _address_pairs(value)
+    return _first_of(_address_pairs(value))
+
+
+def _first_of(pairs: Iterable[tuple[str, str]]) -> tuple[str, str]:
     for name, address in pairs:
         if address:
             return _one_line(name), address.strip().lower()
@@ -607,7 +707,13 @@ def _first_address(value: str) -> tuple[str, str]:
 
 
 def _addresses(value: str) -> tuple[str, ...]:
-    return tuple(a.strip().lower() for _, a in _address_pairs(value) if a and "@" in a)
+    return _addresses_of(_address_pairs(value))
+
+
+def _addresses_of(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    if not pairs:
+        return ()
+    return tuple(a.strip().lower() for _, a in pairs if a and "@" in a)
 
 
 def _return_path(headers: dict[str, str]) -> str | None:
@@ -616,13 +722,43 @@ def _return_path(headers: dict[str, str]) -> str | None:
     value = headers["return-path"].strip()
     if value in ("<>", ""):
         return ""
+    m = _ANGLE_ONLY.fullmatch(value)  # the usual "<bounce@host>": what _first_address reads from it
+    if m is not None:
+        return m.group(1).strip().lower()
     return _first_address(value)[1]
+
+
+# The Date most mail carries ("Mon, 2 Nov 2026 10:12:00 +0100"), read directly; anything else goes
+# through email.utils, whose reading of this shape `_date` repeats exactly.
+_RFC5322_DATE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
+                           r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+                           r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_ZONES: dict[int, timezone] = {}
 
 
 @lru_cache(maxsize=64)
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
+    m = _RFC5322_DATE.fullmatch(value)
+    if m is not None:
+        day, month, year, hour, minute, second, sign, zone_h, zone_m = m.groups()
+        offset = int(zone_h) * 3600 + int(zone_m) * 60  # "+0099" is 99 minutes for email.utils too
+        if sign == "-":
+            if not offset:
+                return None  # -0000: no known zone, a naive datetime for email.utils
+            offset = -offset
+        year_n = int(year)
+        if year_n < 100:  # "0026": email.utils reads two-digit years even when written with four
+            year_n += 1900 if year_n > 68 else 2000
+        try:
+            zone = _ZONES.get(offset)
+            if zone is None:
+                zone = _ZONES[offset] = timezone(timedelta(seconds=offset))  # ValueError from 24 h on
+            return datetime(year_n, _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=zone)
+        except ValueError:  # 31 Feb, 24:00, a leap second...: email.utils fails the same way
+            return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
