@@ -213,6 +213,8 @@ ADDRESS_HEADERS = frozenset({"bcc", "cc", "delivered-to", "from", "reply-to", "t
 # The headers `_message` reads: the fast route decodes only these.
 _USED_HEADERS = frozenset({"from", "to", "cc", "reply-to", "subject", "message-id", "date", "in-reply-to",
                            "references", "return-path", "content-type", *KEPT_HEADERS})
+_CONTENT_FIELDS = frozenset({"content-type", "content-disposition", "content-transfer-encoding", "content-id"})
+_READ_FIELDS = _USED_HEADERS | _CONTENT_FIELDS
 _FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):")
 _ODD_CONTROLS = re.compile(rb"[\x00\x0b\x0c\x1c-\x1e]")
 _ENCODED_WORD = "=?"
@@ -241,11 +243,12 @@ def _fast_fields(raw: bytes) -> _Fields | None:
         head, body = _split_head(raw)
         fields = _header_fields(head)
         addresses: dict[str, tuple[tuple[str, str], ...]] = {}
-        headers = _decoded_headers(fields, addresses)
+        content: dict[str, str] = {}
+        headers = _decoded_headers(fields, addresses, content)
         plain: list[str] = []
         html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
-        _walk(fields, body, plain, html_parts, defects, 0)
+        _walk(fields, body, plain, html_parts, defects, 0, content=content)
         if "\n".join(p for p in plain if p).strip():
             html = ()  # what _plain_text would do with them: nothing
         else:
@@ -268,38 +271,54 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:end + 1], raw[end + (2 if raw[end + 1] == 10 else 3):]
 
 
-# One header field as the stdlib's compat32 policy stores it: the name (printable ASCII but ":"),
-# the value without its leading blanks, its folded lines kept with their line breaks, the last line
-# break left out. A value holds no odd control (they end a line for the stdlib) and no lone CR but at
-# the very end (one cut off by a partial fetch).
-_FIELD_TEXT = r"[^\r\n\x00\x0b\x0c\x1c-\x1e]*"
-_HEADER_FIELD = re.compile(rf"([\x21-\x39\x3b-\x7e]+):[ \t]*({_FIELD_TEXT}(?:\r?\n[ \t]{_FIELD_TEXT})*)(?:\r?\n|\r?\Z)")
-_HEADER_BLOCK = re.compile(rf"(?:[\x21-\x39\x3b-\x7e]+:{_FIELD_TEXT}(?:\r?\n[ \t]{_FIELD_TEXT})*(?:\r?\n|\r?\Z))+")
+# Each line of a header block starts a field ("Name:", the name printable ASCII but ":") or goes on
+# with the one before (it starts with a blank). Checked for all lines at once: no line break may be
+# followed by anything else (the end of the block excepted).
+_NOT_A_FIELD = re.compile(r"\n(?![ \t]|[\x21-\x39\x3b-\x7e]+:|\Z)")
+# One field after a line break: its name, its value without the leading blanks, folded lines kept
+# with their line breaks. "." stops at LF only, so a value keeps the CR of its CRLF (taken off after).
+_FIELD_AFTER_BREAK = re.compile(r"\n([\x21-\x39\x3b-\x7e]+):[ \t]*(.*(?:\n[ \t].*)*)")
+_ODD_BYTES = b"\x00\x0b\x0c\x1c\x1d\x1e"  # line ends for the stdlib, not for us (= _ODD_CONTROLS)
 
 
 def _header_fields(head: bytes) -> list[tuple[str, str]]:
-    """(name, value) of each field of a header block that is clean ASCII with no odd control
-    bytes and nothing but header lines (a line that is none ends the headers for the stdlib, a
-    continuation line first has nothing to continue): two regex passes, no Python loop per line."""
-    if not head.isascii():
+    """(name, value) of each field, as the stdlib's compat32 policy stores them: the value without
+    its leading blanks, folded lines kept with their line breaks, the last line break left out.
+    The block must be clean ASCII with no odd control bytes and nothing but header lines (a line
+    that is none ends the headers for the stdlib; a continuation line first continues nothing).
+    Every CR is followed by LF (or ends the message): a value ends in at most one CR to take off."""
+    if not head or not head.isascii() or len(head.translate(None, _ODD_BYTES)) != len(head):
         raise _NotSimple
-    text = head.decode("ascii")
-    if _HEADER_BLOCK.fullmatch(text) is None:
+    text = "\n" + head.decode("ascii")
+    if text[1] in " \t" or _NOT_A_FIELD.search(text):
         raise _NotSimple
-    return _HEADER_FIELD.findall(text)
+    return [(name, value.rstrip("\r")) for name, value in _FIELD_AFTER_BREAK.findall(text)]
 
 
-def _decoded_headers(fields: list[tuple[str, str]], addresses: dict | None = None) -> dict[str, str]:
+def _decoded_headers(fields: list[tuple[str, str]], addresses: dict | None = None,
+                     content: dict | None = None) -> dict[str, str]:
     """The same dict `_mailparser_fields` builds: first spelling of each name, values decoded
     (encoded words), repeated values joined with ", ", address headers from their first occurrence.
-    `addresses` receives the (name, address) pairs of the address headers where they are sure."""
+    `addresses` receives the (name, address) pairs of the address headers where they are sure;
+    `content` the MIME fields of the message as `_content_fields` gives them (same pass)."""
     values: dict[str, list[str]] = {}
     for name, value in fields:
         key = name.lower()
-        if key in _USED_HEADERS:  # Received, DKIM-Signature & co. never reach a Message: not decoded
-            values.setdefault(key, []).append(value)
+        if key in _READ_FIELDS:  # Received, DKIM-Signature & co. never reach a Message: not decoded
+            if key in values:
+                values[key].append(value)
+            else:
+                values[key] = [value]
+    if content is not None:
+        for key in _CONTENT_FIELDS:
+            if key in values:
+                if len(values[key]) > 1:
+                    raise _NotSimple
+                content[key] = values[key][0]
     out: dict[str, str] = {}
     for name, found in values.items():
+        if name not in _USED_HEADERS:
+            continue
         if name in ADDRESS_HEADERS:
             out[name], pairs = _address_header(found[0])
             if pairs is not None and addresses is not None:
@@ -389,6 +408,7 @@ def _decode_run(data: bytes, charset: str) -> str:
         return str(data, "utf-8", "ignore")
 
 
+@lru_cache(maxsize=1024)  # the same To: (the owner's own address) or From: comes again and again
 def _address_header(value: str) -> tuple[str, tuple[tuple[str, str], ...] | None]:
     """An address header as mail-parser rebuilds it ('"Name" <addr>, ...'), for simple lists only
     (see `_simple_addresses`); encoded words in names are decoded. Also the (name, address) pairs
@@ -481,18 +501,25 @@ def _mime_value(value: str | None) -> tuple[str, dict[str, str] | None]:
     return m.group(1).lower(), params
 
 
-def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_parts: list[str],
-          defects: set[str], depth: int, inner: bool = False) -> None:
-    """Collect the body text of one MIME part (and its children), as mail-parser would. `inner`:
-    a part of a multipart, whose last line break belongs to the next delimiter (or to the end, when
-    a partial fetch cut the message) — the stdlib drops it from the innermost part only."""
+def _content_fields(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """The MIME fields of a part by lower-case name (a repeated one is left to the stdlib)."""
     found: dict[str, str] = {}
     for name, value in fields:
         key = name.lower()
-        if key in ("content-type", "content-disposition", "content-transfer-encoding", "content-id"):
+        if key in _CONTENT_FIELDS:
             if key in found:
                 raise _NotSimple
             found[key] = value
+    return found
+
+
+def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_parts: list[str],
+          defects: set[str], depth: int, inner: bool = False, content: dict[str, str] | None = None) -> None:
+    """Collect the body text of one MIME part (and its children), as mail-parser would. `inner`:
+    a part of a multipart, whose last line break belongs to the next delimiter (or to the end, when
+    a partial fetch cut the message) — the stdlib drops it from the innermost part only. `content`:
+    the part's `_content_fields`, when already known."""
+    found = content if content is not None else _content_fields(fields)
     ctype, params = _mime_value(found.get("content-type"))
     if not ctype:
         ctype = "text/plain"

@@ -143,7 +143,8 @@ def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
         # on ordinary lines (it is most of the cleaning time)
         if line.rstrip().endswith((":", "-")) and _QUOTE_HEADER.match(line):
             return new, quoted + lines[i + 1 :], bool(_FORWARD_MARK.match(line))
-        if _FROM_FIELD.match(line):
+        # likewise, a field needs a ":" and a quoted line a ">" (most lines have neither)
+        if ":" in line and _FROM_FIELD.match(line):
             # a header block needs another header field within the next few lines
             window = lines[i + 1 : i + 5]
             if sum(1 for w in window if _OTHER_FIELD.match(w)) >= 1:
@@ -151,31 +152,40 @@ def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
                 while j < len(lines) and (_OTHER_FIELD.match(lines[j]) or not lines[j].strip()):
                     j += 1
                 return new, quoted + lines[j:], False
-        if _QUOTED_LINE.match(line):
+        if ">" in line and _QUOTED_LINE.match(line):
             quoted.append(line)
         else:
             new.append(line)
     return new, quoted, False
 
 
-def _signature_tail(tail: list[str]) -> bool:
-    """Whether the lines after a closing or a rule look like a signature (name, role, phone)."""
-    rest = [t.strip() for t in tail if t.strip()]
-    return (
-        len(rest) <= _SIG_LINES
-        and all(len(t) <= _SIG_LINE_CHARS for t in rest)
-        and not any(t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")) for t in rest)
-    )
+def _signature_start(lines: list[str]) -> int:
+    """The first index i from which the lines after i look like a signature (name, role, phone):
+    at most _SIG_LINES non-empty lines, none longer than _SIG_LINE_CHARS, no "P.S.". Dropping lines
+    from the front of a block that qualifies leaves one that qualifies, so the qualifying i are
+    exactly those from this index on: found by walking up from the end, no further than the
+    block's first line that does not qualify."""
+    count = 0
+    for j in range(len(lines) - 1, -1, -1):
+        t = lines[j].strip()
+        if t:
+            count += 1
+            if count > _SIG_LINES or len(t) > _SIG_LINE_CHARS or t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")):
+                return j  # lines[j:] is no signature block: i = j - 1 fails, i = j holds
+    return 0
 
 
 def _cut_signature(lines: list[str]) -> list[str]:
+    # a closing or a rule ends the text only above a signature block, and testing them is most of
+    # the cleaning time: so only lines from `_signature_start` on are tested for them
+    soft_from = _signature_start(lines)
     for i, line in enumerate(lines):
-        if _SIG_DELIMITER.match(line) or _SIGNOFF.match(line):
+        if (line.startswith("--") and _SIG_DELIMITER.match(line)) or _SIGNOFF.match(line):
             return lines[:i]
         if (
-            (_CLOSING.match(line) or _RULE.match(line))
+            i >= soft_from
+            and (_CLOSING.match(line) or _RULE.match(line))
             and any(t.strip() for t in lines[:i])
-            and _signature_tail(lines[i + 1 :])
         ):
             return lines[:i]
     return lines
