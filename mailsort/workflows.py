@@ -72,7 +72,8 @@ SENT_SCAN_EVERY = timedelta(minutes=5)
 FIRST_SCAN_MARGIN = timedelta(days=7)  # the first look at Sent reaches this far before the oldest open mail
 ABSENCE_LOOKBACK = timedelta(days=3)  # a first pass ever does not thank people for an absence long past
 FETCH_BATCH = 500  # Sent messages per UID FETCH
-SEARCH_IDS = 25  # Message-IDs per UID SEARCH (OR chains)
+SEARCH_IDS = 200  # Message-IDs per UID SEARCH (an OR chain): each SEARCH makes the server go through the folder
+SEARCH_CHARS = 6000  # ... and at most this long (servers limit the command line; Dovecot to 64 KB)
 SEARCH_MARGIN = timedelta(days=2)  # a Message-ID SEARCH looks at mail that arrived this long before the message
 SENT_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES DATE AUTO-SUBMITTED"
 
@@ -609,12 +610,17 @@ def _find(session: ImapSession, folder: str, message_ids: Iterable[str], since: 
     """UIDs of the messages with these Message-IDs in the folder (a few IDs per SEARCH, OR-chained).
     With `since`, only mail that arrived (INTERNALDATE) on or after that day: the server then reads the
     headers of that mail only, not of the whole folder."""
-    ids = [c for c in (_ID_UNSAFE.sub("", m).strip() for m in message_ids) if c]
+    keys = [f'HEADER Message-ID "{c}"' for c in dict.fromkeys(_ID_UNSAFE.sub("", m).strip() for m in message_ids) if c]
     found: set[int] = set()
     prefix = f"SINCE {_imap_date(since)} " if since is not None else ""
-    for start in range(0, len(ids), SEARCH_IDS):
-        keys = [f'HEADER Message-ID "{m}"' for m in ids[start:start + SEARCH_IDS]]
-        found.update(_search(session, folder, prefix + " ".join(["OR"] * (len(keys) - 1) + keys)))
+    chunk: list[str] = []
+    size = 0
+    for n, key in enumerate(keys):
+        chunk.append(key)
+        size += len(key) + 4  # the key, a space and an "OR "
+        if n + 1 == len(keys) or len(chunk) == SEARCH_IDS or size + len(keys[n + 1]) + 4 > SEARCH_CHARS:
+            found.update(_search(session, folder, prefix + " ".join(["OR"] * (len(chunk) - 1) + chunk)))
+            chunk, size = [], 0
     return sorted(found)
 
 

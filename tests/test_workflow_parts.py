@@ -300,3 +300,22 @@ def test_how_far_sent_was_read_is_stored_only_with_the_answers_it_gave(monkeypat
                                calendar=calendar(cfg.calendar.absences), now=at("2026-11-24 12:31"))
         assert report.answered == 1 and store.messages("work")[0].answered_at == at("2026-11-24 12:00")
         assert json.loads(store.get_meta("work", "sent_scan")) == {"folder": "Sent", "uidvalidity": 1, "last_uid": 1}
+
+
+def test_message_id_searches_are_few_bounded_and_well_formed(monkeypatch):
+    import mailsort.workflows as workflows
+
+    asked = []
+    monkeypatch.setattr(workflows, "_search", lambda session, folder, criteria: asked.append(criteria) or [])
+    ids = [f"<id-{n}@example.org>" for n in range(450)] + ["<id-1@example.org>", 'bad"\r\n<x@y>', "  "]
+    workflows._find(None, "INBOX", ids, at("2026-11-20 00:30"))
+    assert len(asked) == 4  # not one SEARCH per 25 IDs: each makes the server go through the folder
+    seen = []
+    for criteria in asked:
+        assert criteria.startswith("SINCE 19-Nov-2026 ") and len(criteria) <= workflows.SEARCH_CHARS + 20
+        words = criteria.split(" ")[2:]
+        keys = [w for w in words if w.startswith('"')]
+        assert words.count("OR") == len(keys) - 1 and all(w in ("OR", "HEADER", "Message-ID") or w.startswith('"')
+                                                          for w in words)
+        seen += [k.strip('"') for k in keys]
+    assert sorted(seen) == sorted({i for i in ids[:450]} | {"bad<x@y>"})  # each once, nothing unsafe
