@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from .language import detect_language, detect_languages, language_text
 
@@ -96,7 +96,7 @@ def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None) -> M
     which copes with broken MIME. tests/test_sync_parse.py holds both routes to the same answers.
     """
     parts = _parts(_fields_of(raw), uid, folder)
-    return Message(**parts, language=detect_language(language_text(parts["subject"], parts["text"])))
+    return _new_message(parts, detect_language(language_text(parts["subject"], parts["text"])))
 
 
 def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = None) -> list[Message | UnparseableMessage]:
@@ -112,7 +112,7 @@ def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = N
             out.append(UnparseableMessage(f"parser failed: {type(exc).__name__}: {exc}"))
     parsed = [p for p in out if isinstance(p, dict)]
     languages = iter(detect_languages(language_text(p["subject"], p["text"]) for p in parsed))
-    return [Message(**p, language=next(languages)) if isinstance(p, dict) else p for p in out]
+    return [_new_message(p, next(languages)) if isinstance(p, dict) else p for p in out]
 
 
 def _fields_of(raw: bytes) -> "_Fields":
@@ -128,8 +128,7 @@ def _fields_of(raw: bytes) -> "_Fields":
     return fields
 
 
-@dataclass(frozen=True)
-class _Fields:
+class _Fields(NamedTuple):  # (built once per message: a NamedTuple costs half a frozen dataclass)
     """What either parser route extracts: decoded headers (lower-case names; address headers as
     "Name" <addr> lists), the decoded text/plain and text/html parts, and the defects noticed."""
 
@@ -139,11 +138,12 @@ class _Fields:
     defects: tuple[str, ...]
     # address headers the fast route has already read into (name, address) pairs, when reading the
     # rebuilt header again would give exactly these (see `_address_header`)
-    addresses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    addresses: dict[str, tuple[tuple[str, str], ...]]
 
 
 def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, Any]:
-    """Everything a Message holds but its language, from either parser route."""
+    """Everything a Message holds but its language (None here), from either parser route, in the
+    order of Message's fields."""
     headers = fields.headers
     sender_name, sender = _first_of(_pairs(fields, "from"))
     kept = [name for name in headers if name in _KEPT_ORDER]  # (a message has few headers, and few of these)
@@ -162,6 +162,7 @@ def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, An
         in_reply_to=_one_line(headers.get("in-reply-to", "")).strip(),
         references=tuple(_REFERENCE.findall(headers.get("references", ""))),
         text=_plain_text(fields.text_plain, fields.text_html),
+        language=None,
         headers=tuple((name, _one_line(headers[name])) for name in kept),
         content_type=headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
         uid=uid,
@@ -183,9 +184,19 @@ def _pairs(fields: _Fields, name: str) -> tuple[tuple[str, str], ...]:
     return _address_pairs(value) if value else ()
 
 
+def _new_message(parts: dict[str, Any], language: str) -> Message:
+    """Message(**parts) with its language, without the frozen dataclass's __init__, which sets the
+    fields one object.__setattr__ at a time (a tenth of a parse): the same attributes, in the same
+    order (tests/test_message.py holds this to the constructor)."""
+    parts["language"] = language
+    message = object.__new__(Message)
+    message.__dict__.update(parts)
+    return message
+
+
 def _message(fields: _Fields, uid: int | None = None, folder: str | None = None) -> Message:
     parts = _parts(fields, uid, folder)
-    return Message(**parts, language=detect_language(language_text(parts["subject"], parts["text"])))
+    return _new_message(parts, detect_language(language_text(parts["subject"], parts["text"])))
 
 
 _REFERENCE = re.compile(r"<[^<>\s]+>")
@@ -204,7 +215,7 @@ def _mailparser_fields(raw: bytes) -> _Fields:
     if "subject" not in headers and parsed.subject:
         headers["subject"] = str(parsed.subject)
     return _Fields(headers, tuple(parsed.text_plain or ()), tuple(parsed.text_html or ()),
-                   tuple(sorted({str(d) for d in (getattr(parsed, "defects_categories", None) or [])})))
+                   tuple(sorted({str(d) for d in (getattr(parsed, "defects_categories", None) or [])})), {})
 
 
 # ------------------------------------------------------------------------------------- the fast route
@@ -217,6 +228,7 @@ _CONTENT_FIELDS = frozenset({"content-type", "content-disposition", "content-tra
 _READ_FIELDS = _USED_HEADERS | _CONTENT_FIELDS
 _FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):")
 _ODD_CONTROLS = re.compile(rb"[\x00\x0b\x0c\x1c-\x1e]")
+_STRAY_CR = re.compile(rb"\r[^\n]")  # a CR not followed by LF (the last byte, cut off after its CR, is fine)
 _ENCODED_WORD = "=?"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # A MIME header value: type/subtype (or a disposition) and plain `name=token|"quoted"` parameters.
@@ -235,7 +247,7 @@ class _NotSimple(Exception):
 
 def _fast_fields(raw: bytes) -> _Fields | None:
     """The fast route (see `parse`): None when the message is outside what it handles."""
-    if b"\r" in raw and raw.count(b"\r") - raw.endswith(b"\r") != raw.count(b"\r\n"):
+    if _STRAY_CR.search(raw):
         return None  # stray CRs: the stdlib splits lines there, we would not (one cut off at the end is fine)
     if raw[:1] in (b" ", b"\t", b"\r", b"\n") or raw.startswith(b"From "):
         return None
@@ -544,8 +556,8 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
         boundary = params.get("boundary", "").rstrip()
         if depth >= _MAX_DEPTH or not boundary or ctype == "multipart/digest" or cte not in ("", "7bit", "8bit", "binary"):
             raise _NotSimple
-        for sub_fields, sub_body in _split_multipart(body, boundary, defects):
-            _walk(sub_fields, sub_body, plain, html_parts, defects, depth + 1, True)
+        for sub_fields, sub_content, sub_body in _split_multipart(body, boundary, defects):
+            _walk(sub_fields, sub_body, plain, html_parts, defects, depth + 1, True, sub_content)
         return
     if cte not in _KNOWN_CTE:
         raise _NotSimple
@@ -560,9 +572,10 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
         plain.append(text)
 
 
-def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tuple[list[tuple[str, str]], bytes]]:
-    """The parts of a multipart body, each as (header fields, body bytes), the way the stdlib's
-    feedparser cuts them: a part ends before the line break that precedes the next delimiter line."""
+def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tuple[tuple, dict[str, str], bytes]]:
+    """The parts of a multipart body, each as (header fields, their `_content_fields`, body bytes),
+    the way the stdlib's feedparser cuts them: a part ends before the line break that precedes the
+    next delimiter line."""
     if not boundary.isascii():
         raise _NotSimple
     found = _delimiters(body, b"--" + boundary.encode("ascii"))
@@ -609,9 +622,9 @@ def _delimiters(body: bytes, separator: bytes) -> list[tuple[int, int, bool]]:
     return found
 
 
-def _part(chunk: bytes, defects: set[str]) -> tuple[list[tuple[str, str]], bytes]:
+def _part(chunk: bytes, defects: set[str]) -> tuple[tuple, dict[str, str], bytes]:
     if chunk[:1] in (b"\r", b"\n"):  # no headers: a blank line, then the body
-        return [], chunk[2 if chunk[:2] == b"\r\n" else 1:]
+        return (), {}, chunk[2 if chunk[:2] == b"\r\n" else 1:]
     if chunk[:1] in (b" ", b"\t") or not chunk:
         raise _NotSimple
     head, body = _split_head(chunk)
@@ -623,11 +636,20 @@ def _part(chunk: bytes, defects: set[str]) -> tuple[list[tuple[str, str]], bytes
             raise _NotSimple  # (the lines before are checked by _header_fields)
         last = head[cut:].decode("ascii")
         if last == "\r":  # the blank line itself was cut after its CR
-            return _header_fields(head[:cut]), b""
+            return *_part_head(head[:cut]), b""
         if cut and not _FIELD.match(last) and last[:1] not in (" ", "\t"):
             defects.add("MissingHeaderBodySeparatorDefect")
-            return _header_fields(head[:cut]), head[cut:]
-    return _header_fields(head), body
+            return *_part_head(head[:cut]), head[cut:]
+    return *_part_head(head), body
+
+
+@lru_cache(maxsize=256)
+def _part_head(head: bytes) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """`_header_fields` and `_content_fields` of a part's header block. Cached: the parts of mail
+    from the same program carry the same lines ("Content-Type: text/plain; charset=utf-8", ...);
+    callers only read the dict."""
+    fields = tuple(_header_fields(head))
+    return fields, _content_fields(fields)
 
 
 def _decode_text(body: bytes, cte: str, charset: str, fields: list[tuple[str, str]]) -> str:

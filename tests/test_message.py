@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, fields
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailsort.message import UnparseableMessage, detect_language, parse
+from mailsort.message import Message, UnparseableMessage, detect_language, parse, parse_many
 
 from mails import BODIES, eml
 
@@ -65,3 +67,15 @@ def test_any_bytes_parse_or_are_set_aside(raw):
     except UnparseableMessage:
         return
     assert isinstance(message.text, str) and isinstance(message.language, str)
+
+
+def test_a_parsed_message_is_the_one_its_constructor_builds():
+    """parse() and parse_many() build Messages without the dataclass __init__ (it costs a tenth of a
+    parse): the same fields in the same order, and still frozen."""
+    raw = eml(lang="it", extra={"List-Id": "<news.example>", "Return-Path": "<b@x.example>"})
+    for message in (parse(raw, uid=7, folder="INBOX"), parse_many([(7, raw)], "INBOX")[0]):
+        built = Message(**{f.name: getattr(message, f.name) for f in fields(Message)})
+        assert message == built and repr(message) == repr(built)
+        assert list(vars(message)) == list(vars(built)) == [f.name for f in fields(Message)]
+        with pytest.raises(FrozenInstanceError):
+            message.subject = "changed"  # type: ignore[misc]
