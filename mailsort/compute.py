@@ -25,7 +25,7 @@ import re
 import signal
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from .calendar import NeverOpenError, WorkCalendar
 from .errors import MailsortError
@@ -60,6 +60,14 @@ class Unparsed:
     message_id: str = ""
 
 
+class Judged(NamedTuple):
+    """The classifier's verdict as it travels back from a worker: a plain tuple, so that reading it
+    needs no import of the classifier (nor numpy) in the sync process."""
+
+    label: str
+    p_critical: float
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the CPU side made of one fetched message, kept small: a worker sends thousands of them back
@@ -71,7 +79,8 @@ class Outcome:
     unparsed: Unparsed | None = None
     message_id: str = ""
     sender: str = ""
-    verdict: Any = None
+    verdict: "Judged | None" = None
+    language: str = ""
     label: str = ""
     actions: list | None = None  # the decision's actions as JSON (what the server is asked to do)
     used: tuple | None = None  # (seen_before, planned replies): the pass history the decision saw
@@ -278,7 +287,8 @@ def compute_batch(context: Context, folder: str, uidvalidity: int, fetched: Sequ
             fresh.append(item)
             if item.message_id:
                 passed.add_id(item.message_id)  # a duplicate later in this pass is "known"
-    verdicts = context.classifier().predict([(m.subject, m.text) for m in fresh]) if fresh else []
+    verdicts = ([Judged(v.label, v.p_critical) for v in context.classifier().predict([(m.subject, m.text) for m in fresh])]
+                if fresh else [])
     decided = {message.uid or 0: decide_one(context, folder, uidvalidity, message, verdict, passed,
                                             arrived.get(message.uid or 0), keep)
                for message, verdict in zip(fresh, verdicts)}
@@ -302,7 +312,7 @@ def decide_one(context: Context, folder: str, uidvalidity: int, message: Message
     passed.record(message.sender, planned)
     decision_json = decision.to_json()
     row = context.row(folder, uidvalidity, message, decision, decision_json, arrived)
-    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, decision.label,
+    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, message.language, decision.label,
                    decision_json["actions"],
                    used, row, planned, tuple(context.render(message, decision)) if planned else (),
                    message if keep else None, decision if keep else None)

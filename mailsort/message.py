@@ -84,7 +84,7 @@ class Message:
         return self.sender.rpartition("@")[2]
 
 
-def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None) -> Message:
+def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None, language: str | None = None) -> Message:
     """Parse raw RFC 5322 bytes. Broken input yields a best-effort Message with `defects` noted;
     only bytes with no header at all raise UnparseableMessage.
 
@@ -94,9 +94,12 @@ def parse(raw: bytes, *, uid: int | None = None, folder: str | None = None) -> M
     mail-parser, which walks, decodes and hashes every part. Anything else — 8-bit headers, odd
     address lists, a bad Date, message/* parts, missing boundaries, stray CRs — goes to mail-parser,
     which copes with broken MIME. tests/test_sync_parse.py holds both routes to the same answers.
+    `language`, when already known (a message parsed again), spares telling it again.
     """
     parts = _parts(_fields_of(raw), uid, folder)
-    return _new_message(parts, detect_language(language_text(parts["subject"], parts["text"])))
+    if language is None:
+        language = detect_language(language_text(parts["subject"], parts["text"]))
+    return _new_message(parts, language)
 
 
 def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = None) -> list[Message | UnparseableMessage]:

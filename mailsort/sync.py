@@ -35,11 +35,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .calendar import WorkCalendar
 from .compute import (ClassifierLike, Context, Outcome, PassHistory, SnapshotHistory, StoreHistory, Unparsed, Workers,
-                      compute_batch, decide_one, parse_fetched, worker_count)
+                      compute_batch, decide_one, worker_count)
 from .config import AccountConfig, Config
 from .errors import MailsortError
 from .imap import FetchedMessage, ImapSession, UidValidityChanged, keyword_for, open_session
-from .message import Message
+from .message import Message, parse
 from .store import FolderState, HandledMessage, OutboxEntry, Store, from_iso, iso, journal_params, label_targets
 from .workflows import run_workflows
 
@@ -609,7 +609,8 @@ class _AccountPass:
                 self.passed.add_id(mid)
             if outcome.row is None or outcome.used != self.context.used(outcome.sender, self.passed):
                 item = by_uid[outcome.uid]
-                message = outcome.message or parse_fetched([item], batch.folder)[0]
+                message = outcome.message or parse(item.raw, uid=item.uid, folder=batch.folder,
+                                                   language=outcome.language or None)
                 verdict = outcome.verdict
                 if verdict is None:  # a worker never knows more ids than this process; be safe all the same
                     verdict = self.classifier.predict([(message.subject, message.text)])[0]
