@@ -120,6 +120,15 @@ MIGRATIONS: tuple[str, ...] = (
             ON CONFLICT(account) DO UPDATE SET changes = changes + 1;
     END;
     """,
+    # version 4: the journal's "not applied yet" and the Overdue marks as partial indexes. Nearly every row
+    # is applied and not Overdue; indexing only the exceptions keeps those indexes tiny, and the insert of
+    # each handled message (tens of thousands in a first sync) has two index entries fewer to write.
+    """
+    DROP INDEX messages_pending;
+    CREATE INDEX messages_pending ON messages (account) WHERE applied = 0;
+    DROP INDEX messages_overdue;
+    CREATE INDEX messages_overdue ON messages (account) WHERE overdue_labelled = 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -282,8 +291,10 @@ class Store:
 
     def pending(self, account: str) -> list[HandledMessage]:
         """Decisions journaled but not yet applied on the server (a crash happened in between)."""
-        rows = self.db.execute("SELECT * FROM messages WHERE account=? AND applied=0 ORDER BY folder, uid", (account,))
-        return [_handled(r) for r in rows]
+        # sorted here: with ORDER BY, SQLite would walk the whole table in primary-key order instead of
+        # the partial index of unapplied rows
+        rows = self.db.execute("SELECT * FROM messages WHERE account=? AND applied=0", (account,))
+        return sorted((_handled(r) for r in rows), key=lambda h: (h.folder, h.uid))
 
     def mark_applied(self, account: str, keys: Iterable[tuple[str, int, int]], state: FolderState | None = None,
                      now: datetime | None = None) -> None:

@@ -148,7 +148,10 @@ def test_schema_2_files_are_brought_forward_with_their_rows(tmp_path):
                    [journal_params(handled(1)), journal_params(handled(2, arrived_at=NOW - timedelta(days=9)))])
     db.close()
     with Store(path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        indexes = {name: sql for name, sql in store.db.execute("SELECT name, sql FROM sqlite_master WHERE type='index'")}
+        assert "WHERE applied = 0" in indexes["messages_pending"]  # version 4: partial indexes
+        assert [r.uid for r in store.pending("work")] == [1, 2]  # journaled, not applied: found through it
         assert [r.uid for r in store.waiting_messages("work", NOW - timedelta(days=30))] == [1]
         before = store.change_mark("work")
         store.set_answered("work", "<m1@x.example>", NOW)
