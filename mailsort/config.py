@@ -457,7 +457,9 @@ def _parse_replies(t: _Table, config_path: Path | None) -> RepliesConfig:
 
 
 def _parse_notify(t: _Table) -> NotifyConfig:
-    kind = _choice(t, "kind", NOTIFY_KINDS + tuple(_plugin_notifiers()), "none")
+    kind = t.get("kind", str, "none")
+    if kind not in NOTIFY_KINDS:  # the installed plugins are looked up only when asked for (25 ms a look)
+        kind = _choice(t, "kind", NOTIFY_KINDS + tuple(_plugin_notifiers()), "none")
     notify = NotifyConfig(kind=kind, command=t.get("command", str, None), to=t.get("to", str, None))
     if kind == "command" and not notify.command:
         raise ConfigError(f"{t.key('command')}: notify.kind is 'command' but no command is given")

@@ -206,6 +206,8 @@ def notify_pending(config: Config, account: AccountConfig, *, store: "Store", no
     """Notify the owner of every journaled decision with a `notify` action not yet notified; returns how
     many. Each success is recorded at once (account meta `notified:<id>`); the first failure stops the
     run with NotifyError and the rest wait for the next sync."""
+    if notifier is None and config.notify.kind == "none":  # nobody to tell: not even a look at the journal
+        return 0
     rows = [r for r in store.messages(account.name, since=now - LOOKBACK) if _wants_notice(r)]
     pending = [r for r in rows if store.get_meta(account.name, _meta_key(r)) is None]
     if not pending:
