@@ -400,6 +400,8 @@ class _AccountPass:
                 self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
                 now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
             self._guard("sending replies", self.send_due)
+        applying = self._applier.current.folder if self._applier is not None and self._applier.current else ""
+        self._guard(applying, self.finish_applying)
         self._guard("returning the later folder", self.return_from_later)
 
     def _guard(self, what: str, step: Callable[[], None]) -> None:
@@ -696,9 +698,9 @@ class _AccountPass:
         else:
             self._applied_rounds(wait=last_uid is not None)
             if last_uid is not None or (due and not self._applier.busy):
-                self._applier.start(self._round(batch))  # the last round also moves the folder mark to the end
-                if last_uid is not None:
-                    self._applied_rounds(wait=True)
+                # the last round also moves the folder mark to the end; the pass goes on with its next steps
+                # while the server files it (see finish_applying)
+                self._applier.start(self._round(batch))
         self._progress(folder, batch.done, batch.total)
 
     def _apply_journaled(self, batch: "_Batch") -> None:
@@ -724,6 +726,14 @@ class _AccountPass:
         self.tally.counts["labelled"] += applied.plan.labelled
         self.tally.counts["moved"] += applied.plan.moved
         self.store.mark_applied(self.name, applied.keys, applied.state, self.now)
+
+    def finish_applying(self) -> None:
+        """Wait for the background applier's last round and mark it applied. It ran while the pass sent
+        notifications, ran the workflows and sent replies (none of which depends on it being applied:
+        they read the journal, and label by UID); it must be done before mail goes back from the
+        later folder, which it may be filling."""
+        if self._applier is not None and self._applier.current is not None:
+            self._applied_rounds(wait=True)
 
     def _applied_rounds(self, wait: bool) -> None:
         """Mark the rounds the background applier finished (all of them, waiting, when `wait`)."""
