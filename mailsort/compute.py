@@ -2,10 +2,13 @@
 process for small batches, in two worker processes for big ones.
 
 Why workers, and why this shape. A first sync costs about half a millisecond of CPU per message
-(parsing, language, the model, the policy), and loading the model costs over a second, most of it
-importing scikit-learn. So the first worker is forked as soon as a folder turns out to hold a lot of
-new mail; it loads the model while the sync process fetches, then forks the second worker, which
-shares the loaded model. The sync process itself keeps the I/O: IMAP, the journal, the bulk STOREs.
+(parsing, language, the model, the policy), and getting ready costs about half a second (numpy, the
+model, the language model, the templates). So the first worker is forked as soon as a folder turns
+out to hold a lot of new mail; it gets ready while the sync process fetches, then forks the second
+worker, which shares what it loaded. The sync process itself keeps the I/O: IMAP, the journal, the
+bulk STOREs. What a worker sends back is kept small (`Outcome`): the journal row, the actions, the
+rendered replies — not the parsed message, which the sync process parses again in the rare case it
+must decide a message again.
 
 Deciding needs history, and history is sequential: a reply planned for one message counts for the
 next message of the same sender, and a sender met earlier in the pass is no stranger. `PassHistory`
