@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailsort.classify.text import (
     MAX_BODY_CHARS,
@@ -156,3 +158,45 @@ def test_forward_subject_keeps_quoted_text_but_a_reply_does_not() -> None:
     assert "removed" not in document("Re: Apple", body)
     assert "removed" not in document("Re: Fwd: Apple", body)
     assert "removed" not in clean_body(body)
+
+
+# --- the fast line tests agree with the plain definitions ---------------------------------------
+
+def _plain_cut_signature(lines: list[str]) -> list[str]:
+    """`_cut_signature` as defined, every pattern on every line (the module skips what cannot match)."""
+    from mailsort.classify import text as T
+
+    def signature_tail(tail: list[str]) -> bool:
+        rest = [t.strip() for t in tail if t.strip()]
+        return (len(rest) <= T._SIG_LINES and all(len(t) <= T._SIG_LINE_CHARS for t in rest)
+                and not any(t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")) for t in rest))
+
+    for i, line in enumerate(lines):
+        if T._SIG_DELIMITER.match(line) or T._SIGNOFF.match(line):
+            return lines[:i]
+        if ((T._CLOSING.match(line) or T._RULE.match(line)) and any(t.strip() for t in lines[:i])
+                and signature_tail(lines[i + 1:])):
+            return lines[:i]
+    return lines
+
+
+_LINES = st.sampled_from([
+    "", " ", "\t", "\u00a0", "-- ", "--", "---", "— ", "___", "=", "Sent from my iPhone", "ſent from my phone",
+    "SENT FROM MY PHONE", "Inviato da iPhone", "Отправлено с iPhone", "Von meinem iPhone gesendet", "Thanks,",
+    "Thanks, the site is down", "Best regards, Anna Maria", "С уважением,", "Cordiali saluti", "Grazie",
+    "\u2003Best regards", "Cheers", "ta", "TA!", "P.S. one more thing", "PS: also", "pd: otra cosa", "Mark",
+    "CEO, Example Ltd", "+39 333 1234567", "x" * 61, "y" * 60, "On Mon, Ann <a@b.example> wrote:",
+    "From: Ann <a@b.example>", "Sent: Monday", "> quoted", "  > quoted", "Da: Luca", "Oggetto: x",
+    "---------- Forwarded message ---------", "Il sito non funziona da stamattina, errore 500.",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINES | st.text(max_size=70), max_size=14))
+def test_cut_signature_is_its_plain_definition(lines: list[str]) -> None:
+    from mailsort.classify.text import _cut_signature, _cut_quoted
+
+    lines = [line.replace("\n", " ").replace("\r", " ") for line in lines]  # lines, as clean_body makes them
+    assert _cut_signature(lines) == _plain_cut_signature(lines)
+    new, old, forwarded = _cut_quoted(lines)
+    assert _cut_signature(new) == _plain_cut_signature(new)

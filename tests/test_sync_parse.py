@@ -9,11 +9,12 @@ import email.policy
 import email.utils
 import json
 import random
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sync_support import CLOSED, mail, realistic_message
 
@@ -109,7 +110,8 @@ def test_a_message_cut_inside_a_part_header_keeps_its_text():
 
 _atom = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789.-_+!#$%&'*/=?^`{|}~", min_size=1, max_size=8)
 _address = st.builds(lambda a, b: f"{a}@{b}", _atom, _atom)
-_phrase = st.lists(_atom, min_size=1, max_size=3).map(" ".join)
+_phrase = st.lists(_atom, min_size=1, max_size=3).map(" ".join) | st.sampled_from(
+    ["=?utf-8?q?Jos=C3=A9?=", "=?utf-8?q?A=22nn?=", "=?utf-8?b?QW5uLCBMZWU=?=", "=?utf-8?q?a=5Cb?=", "=?utf-8?q?A=0D=0An?="])
 _quoted = st.text(alphabet=st.characters(blacklist_characters='"\\\r\n', blacklist_categories=("Cs",)), max_size=12)
 _mailbox = st.one_of(
     _address,
@@ -128,6 +130,12 @@ def test_simple_address_lists_read_exactly_as_the_stdlib_reads_them(items):
     if simple is not None:  # None: left to getaddresses, which is then used as it is
         assert [(n, a) for n, a, _ in simple] == email.utils.getaddresses([value]), value
     assert list(M._address_pairs(value)) == email.utils.getaddresses([value])
+    try:
+        text, pairs = M._address_header(value)
+    except M._NotSimple:
+        return
+    if pairs is not None:  # the pairs the fast route hands on are those the rebuilt header reads back as
+        assert pairs == M._address_pairs(text), (value, text)
 
 
 def test_language_scorer_agrees_with_rank():
@@ -163,3 +171,140 @@ def test_a_multipart_cut_before_its_first_part_is_still_a_message():
     message = M.parse(raw)
     assert (message.sender, message.subject, message.text) == ("ann@b.example", "the site is down", "")
     assert "StartBoundaryNotFoundDefect" in message.defects
+
+
+# --- the fast route's shortcuts agree with the plain readings they replace -----------------------
+
+def _plain_header_fields(head: bytes) -> list[tuple[str, str]] | None:
+    """A header block read line by line the way the stdlib splits it (None: the fast route must
+    refuse it). M._header_fields reads it with two regex passes instead."""
+    if not head.isascii() or re.search(rb"[\x00\x0b\x0c\x1c-\x1e]", head):
+        return None
+    fields: list[tuple[str, list[str]]] = []
+    for line in head.decode("ascii").splitlines(keepends=True):
+        if line[0] in " \t":
+            if not fields:
+                return None
+            fields[-1][1].append(line)
+            continue
+        m = re.match(r"([\x21-\x39\x3b-\x7e]+):", line)
+        if m is None:
+            return None
+        fields.append((m.group(1), [line[m.end():].lstrip(" \t")]))
+    if not fields:
+        return None
+    return [(name, "".join(parts).rstrip("\r\n")) for name, parts in fields]
+
+
+_header_line = st.one_of(
+    st.builds(lambda n, v: f"{n}:{v}", st.sampled_from(["Subject", "from", "X-A", "Content-Type", "a b", "", "é", "X\x7f"]),
+              st.text(alphabet=" \t!\"#=?;:<>@abcXYZ019\x01\x1f\x00\x0b\x1e\x7fé", max_size=12)),
+    st.text(alphabet=" \t", min_size=1, max_size=2).flatmap(lambda b: st.text(alphabet=" a=:\t\x01", max_size=8).map(lambda t: b + t)),
+    st.text(alphabet="ab: \t-", min_size=1, max_size=6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_header_line, st.sampled_from(["\r\n", "\n"])), min_size=1, max_size=6),
+       st.sampled_from(["", "\r\n", "\n", "\r"]))
+def test_header_fields_are_read_as_the_stdlib_splits_lines(lines, end):
+    # a header block as _split_head cuts it: no empty line inside, every CR before an LF but a last one
+    text = "".join(line + brk for line, brk in lines[:-1]) + lines[-1][0] + end
+    if any(not line for line, _ in lines) or (end == "\r" and text.endswith("\n\r")):
+        return
+    head = text.encode("utf-8")
+    try:
+        fast = M._header_fields(head)
+    except M._NotSimple:
+        fast = None
+    assert fast == _plain_header_fields(head), head
+
+
+def _plain_decode_words(value: str) -> tuple[str, str]:
+    """What the fast route made of encoded words before it read the common shape itself."""
+    from email.header import decode_header
+
+    if "=?" not in value:
+        return "ok", value.strip()
+    try:
+        out = ""
+        for data, charset in decode_header(value):
+            if isinstance(data, str):
+                out += data
+                continue
+            try:
+                out += str(data, charset or "utf-8")
+            except (LookupError, UnicodeError):
+                out += str(data, "utf-8", "ignore")
+        out.encode("utf-8")
+    except Exception as exc:
+        return "refused", type(exc).__name__ if not isinstance(exc, UnicodeEncodeError) else "_NotSimple"
+    return "ok", out.strip()
+
+
+def _encoded_word(charset: str, encoding: str, data: bytes, damage: int) -> str:
+    import base64
+    import binascii
+
+    if encoding in "bB":
+        text = base64.b64encode(data).decode()
+        text = text.rstrip("=") if damage == 1 else text + "#" if damage == 2 else text
+    else:
+        text = binascii.b2a_qp(data, header=True).decode().replace("?", "=3F").replace("\n", "")
+        text = text + "=" if damage == 1 else text.replace("=", "=Z", 1) if damage == 2 else text
+    return f"=?{charset}?{encoding}?{text}?="
+
+
+_word = st.one_of(
+    st.builds(_encoded_word, st.sampled_from(["utf-8", "UTF-8", "iso-8859-1", "koi8-r", "x-unknown", "utf-8*en", "", "utf-16"]),
+              st.sampled_from("bBqQ"), st.binary(max_size=9) | st.text(max_size=6).map(lambda t: t.encode()),
+              st.sampled_from([0, 0, 0, 1, 2])),
+    st.text(alphabet="Re:ab =?_\t", max_size=6),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_word, st.sampled_from(["", " ", "  ", "\r\n ", "\n\t", "\t"])), min_size=1, max_size=5))
+@example([("=?utf-8?b?ww==?=", " "), ("=?UTF-8?b?qQ==?=", "")])  # "é" cut in two words: decoded together
+@example([("=?utf-8?q?=C3?=", "\r\n "), ("=?utf-8?Q?=A9?=", " ")])
+@example([("=?utf-8?b?ww==?=", ""), ("=?iso-8859-1?b?qQ==?=", "")])  # another charset: decoded apart
+@example([("Re: ", ""), ("=?utf-8?b?w6k=?=", "")])
+def test_encoded_words_are_decoded_as_the_stdlib_decodes_them(items):
+    value = "".join(word + gap for word, gap in items)
+    try:
+        fast = ("ok", M._decode_words(value))
+    except M._NotSimple:
+        fast = ("refused", "_NotSimple")
+    except Exception as exc:
+        fast = ("refused", type(exc).__name__)
+    assert fast == _plain_decode_words(value), value
+
+
+_two = st.integers(0, 99).map(lambda n: f"{n:02d}")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["", "Mon, ", "Tue, ", "Sun, "]), st.integers(0, 40).map(str) | _two,
+       st.sampled_from(["Jan", "Feb", "Jun", "Nov", "Dec"]), st.integers(0, 9999).map(lambda n: f"{n:04d}"),
+       _two, _two, _two, st.sampled_from("+-"), _two, _two)
+@example("Mon, ", "2", "Nov", "2026", "10", "12", "00", "-", "00", "00")  # -0000: no zone, no date for us
+@example("", "2", "Nov", "2026", "10", "12", "00", "+", "00", "00")
+@example("", "2", "Nov", "0026", "10", "12", "00", "+", "01", "00")  # read as 2026
+@example("", "2", "Nov", "0069", "10", "12", "00", "+", "01", "00")  # read as 1969
+@example("", "31", "Feb", "2026", "10", "12", "00", "+", "01", "00")
+@example("", "2", "Nov", "2026", "24", "00", "00", "+", "01", "00")
+@example("", "2", "Nov", "2026", "10", "12", "00", "+", "24", "00")
+@example("", "2", "Nov", "2026", "10", "12", "00", "-", "00", "99")
+def test_dates_are_read_as_email_utils_reads_them(weekday, day, month, year, hh, mm, ss, sign, zh, zm):
+    value = f"{weekday}{day} {month} {year} {hh}:{mm}:{ss} {sign}{zh}{zm}"
+    try:
+        expected = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        expected = None
+    if expected is not None and expected.tzinfo is None:
+        expected = None
+    got = M._date.__wrapped__(value)
+    if expected is None:
+        assert got is None, value
+    else:
+        assert (got.isoformat(), got.utcoffset()) == (expected.isoformat(), expected.utcoffset()), value

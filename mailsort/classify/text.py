@@ -83,7 +83,7 @@ _SIGNOFF = re.compile(
 _SIG_DELIMITER = re.compile(r"^-- ?$")
 # Weaker signs of a signature: a closing formula ("Best regards", "Cordiali saluti", "С уважением",
 # optionally with the name on the same line) or a bare rule ("—", "---", "___"). They end the new
-# text only when what follows looks like a signature block (see `_signature_tail`), because
+# text only when what follows looks like a signature block (see `_signature_start`), because
 # "---" also separates sections of a ticket and "Grazie" can start a sentence.
 _CLOSING = re.compile(
     r"""^\s*(?:
@@ -117,7 +117,6 @@ _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 # HTTP status codes are signal ("500", "503"); every other number is masked.
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
-_STATUS = re.compile(r"^[45]0\d$")
 # combining marks of the scripts we meet (Latin, Cyrillic, Greek), removed after NFKD
 _COMBINING = re.compile(
     "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+"
@@ -180,6 +179,8 @@ def _cut_signature(lines: list[str]) -> list[str]:
     # the cleaning time: so only lines from `_signature_start` on are tested for them
     soft_from = _signature_start(lines)
     for i, line in enumerate(lines):
+        if not line or line.isspace():
+            continue  # every mark below needs a letter, a dash or a rule
         if (line.startswith("--") and _SIG_DELIMITER.match(line)) or _SIGNOFF.match(line):
             return lines[:i]
         if (
@@ -203,7 +204,10 @@ def clean_body(body: str, forward: bool = False) -> str:
     """
     if not body:
         return ""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    body = body.replace("\r\n", "\n")
+    if "\r" in body:
+        body = body.replace("\r", "\n")
+    lines = body.split("\n")
     new, old, forwarded = _cut_quoted(lines)
     text = "\n".join(_cut_signature(new)).strip()
     if not old or (text and not (forward or forwarded)):
@@ -229,7 +233,9 @@ def strip_accents(text: str) -> str:
 
 def _mask_number(m: re.Match[str]) -> str:
     s = m.group(0)
-    return s if _STATUS.match(s) else "0"
+    # a status code is [45]0\d; a three-character _NUMBER match with "4"/"5" and "0" ends in a
+    # digit (a separator would need digits after it), so no regex is needed to tell
+    return s if len(s) == 3 and s[1] == "0" and s[0] in "45" else "0"
 
 
 def normalise(text: str) -> str:
