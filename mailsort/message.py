@@ -152,26 +152,26 @@ def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, An
     kept = [name for name in headers if name in _KEPT_ORDER]  # (a message has few headers, and few of these)
     if len(kept) > 1:
         kept.sort(key=_KEPT_ORDER.__getitem__)
-    return dict(
-        message_id=_one_line(headers.get("message-id", "")).strip(),
-        subject=_one_line(headers.get("subject", "")),
-        sender=sender,
-        sender_name=sender_name,
-        reply_to=_addresses_of(_pairs(fields, "reply-to")),
-        return_path=_return_path(headers),
-        to=_addresses_of(_pairs(fields, "to")),
-        cc=_addresses_of(_pairs(fields, "cc")),
-        date=_date(headers.get("date")),
-        in_reply_to=_one_line(headers.get("in-reply-to", "")).strip(),
-        references=tuple(_REFERENCE.findall(headers.get("references", ""))),
-        text=_plain_text(fields.text_plain, fields.text_html),
-        language=None,
-        headers=tuple((name, _one_line(headers[name])) for name in kept),
-        content_type=headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
-        uid=uid,
-        folder=folder,
-        defects=fields.defects,
-    )
+    return {  # (a dict display: cheaper than dict() with keywords)
+        "message_id": _one_line(headers.get("message-id", "")).strip(),
+        "subject": _one_line(headers.get("subject", "")),
+        "sender": sender,
+        "sender_name": sender_name,
+        "reply_to": _addresses_of(_pairs(fields, "reply-to")),
+        "return_path": _return_path(headers),
+        "to": _addresses_of(_pairs(fields, "to")),
+        "cc": _addresses_of(_pairs(fields, "cc")),
+        "date": _date(headers.get("date")),
+        "in_reply_to": _one_line(headers.get("in-reply-to", "")).strip(),
+        "references": tuple(_REFERENCE.findall(headers.get("references", ""))),
+        "text": _plain_text(fields.text_plain, fields.text_html),
+        "language": None,
+        "headers": tuple((name, _one_line(headers[name])) for name in kept),
+        "content_type": headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
+        "uid": uid,
+        "folder": folder,
+        "defects": fields.defects,
+    }
 
 
 _KEPT_ORDER = {name: i for i, name in enumerate(KEPT_HEADERS)}
@@ -310,38 +310,39 @@ def _header_fields(head: bytes) -> list[tuple[str, str]]:
     return [(name, value.rstrip("\r")) for name, value in _FIELD_AFTER_BREAK.findall(text)]
 
 
-def _decoded_headers(fields: list[tuple[str, str]], addresses: dict | None = None,
-                     content: dict | None = None) -> dict[str, str]:
+def _decoded_headers(fields: list[tuple[str, str]], addresses: dict[str, tuple[tuple[str, str], ...]],
+                     content: dict[str, str]) -> dict[str, str]:
     """The same dict `_mailparser_fields` builds: first spelling of each name, values decoded
     (encoded words), repeated values joined with ", ", address headers from their first occurrence.
-    `addresses` receives the (name, address) pairs of the address headers where they are sure;
-    `content` the MIME fields of the message as `_content_fields` gives them (same pass)."""
-    values: dict[str, list[str]] = {}
+    In the same pass, `addresses` receives the (name, address) pairs of the address headers where
+    they are sure, and `content` the message's MIME fields as `_content_fields` gives them."""
+    out: dict[str, str] = {}  # first value of each name (raw until the loop below decodes it)
+    repeated: dict[str, list[str]] | None = None  # all values of the (rare) names seen more than once
     for name, value in fields:
         key = name.lower()
         if key in _READ_FIELDS:  # Received, DKIM-Signature & co. never reach a Message: not decoded
-            if key in values:
-                values[key].append(value)
+            if key in out:
+                if repeated is None:
+                    repeated = {}
+                repeated.setdefault(key, [out[key]]).append(value)
             else:
-                values[key] = [value]
-    if content is not None:
-        for key in _CONTENT_FIELDS:
-            if key in values:
-                if len(values[key]) > 1:
-                    raise _NotSimple
-                content[key] = values[key][0]
-    out: dict[str, str] = {}
-    for name, found in values.items():
-        if name not in _USED_HEADERS:
-            continue
+                out[key] = value
+    for key in _CONTENT_FIELDS:
+        if key in out:
+            if repeated is not None and key in repeated:
+                raise _NotSimple  # (mail-parser reads one of them; which is the stdlib's business)
+            content[key] = out[key] if key in _USED_HEADERS else out.pop(key)
+    for name, value in out.items():
         if name in ADDRESS_HEADERS:
-            out[name], pairs = _address_header(found[0])
-            if pairs is not None and addresses is not None:
+            out[name], pairs = _address_header(value)
+            if pairs is not None:
                 addresses[name] = pairs
-        elif len(found) == 1:
-            out[name] = _decode_words(found[0])
+        elif repeated is not None and name in repeated:
+            out[name] = ", ".join(_decode_words(v) for v in repeated[name])
+        elif _ENCODED_WORD in value:
+            out[name] = _decode_words(value)
         else:
-            out[name] = ", ".join(_decode_words(v) for v in found)
+            out[name] = value.strip()  # (what _decode_words does with it, without the call)
     date = out.get("date")
     if date is not None and _date(date) is None:
         raise _NotSimple  # mail-parser notes a DateHeaderDefect; let it
@@ -712,11 +713,9 @@ def html_to_text(markup: str) -> str:
     """Good-enough text from HTML mail: block tags become line breaks, the rest is dropped."""
     markup = _DROP.sub(" ", markup)
     markup = _BLOCK.sub("\n", markup)
-    text = html.unescape(_TAG.sub(" ", markup))
-    # (a line with no tab, no-break space or double space has nothing for _BLANKS to change)
-    lines = [_BLANKS.sub(" ", line).strip() if "\t" in line or "\xa0" in line or "  " in line else line.strip()
-             for line in text.splitlines()]
-    return _EMPTY_LINES.sub("\n\n", "\n".join(lines)).strip()
+    # runs of blanks squeezed in one pass over the text (no line break is among them), then each line stripped
+    text = _BLANKS.sub(" ", html.unescape(_TAG.sub(" ", markup)))
+    return _EMPTY_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
 
 
 def _header_text(value) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import FrozenInstanceError, fields
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailsort.message import Message, UnparseableMessage, detect_language, parse, parse_many
+from mailsort.message import Message, UnparseableMessage, detect_language, html_to_text, parse, parse_many
 
 from mails import BODIES, eml
 
@@ -79,3 +81,25 @@ def test_a_parsed_message_is_the_one_its_constructor_builds():
         assert list(vars(message)) == list(vars(built)) == [f.name for f in fields(Message)]
         with pytest.raises(FrozenInstanceError):
             message.subject = "changed"  # type: ignore[misc]
+
+
+def _plain_html_to_text(markup: str) -> str:
+    """html_to_text as first written: every block tag spelled out, blanks squeezed line by line."""
+    markup = re.sub(r"<\s*(script|style|head)\b.*?<\s*/\s*\1\s*>", " ", markup, flags=re.I | re.S)
+    markup = re.sub(r"<\s*(br|/p|/div|/tr|/li|/h\d|p|div|tr|li|h\d)\b[^>]*>", "\n", markup, flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", markup))
+    lines = [re.sub(r"[ \t\xa0]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+_MARKUP = st.sampled_from([
+    "<p>", "</p>", "<br>", "<BR/>", "</br>", "< br >", "<pre>", "<P class=x>", "</ div>", "<tr>", "</TR>", "<li>",
+    "<h1>", "</h2>", "<hr>", "<h>", "<brx>", "<head><title>t</title></head>", "<script>x()</script>", "<style>p{}</style>",
+    "<b>", "&nbsp;", "&amp;", "\xa0", "\t", "  ", "\n", "\r\n", "\r", "\u2028", "text", "Привет", "a<b", ">", "<!-- c -->",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_MARKUP | st.text(max_size=4), max_size=25).map("".join))
+def test_html_to_text_is_its_plain_definition(markup):
+    assert html_to_text(markup) == _plain_html_to_text(markup)
