@@ -713,9 +713,12 @@ def html_to_text(markup: str) -> str:
     """Good-enough text from HTML mail: block tags become line breaks, the rest is dropped."""
     markup = _DROP.sub(" ", markup)
     markup = _BLOCK.sub("\n", markup)
-    # runs of blanks squeezed in one pass over the text (no line break is among them), then each line stripped
-    text = _BLANKS.sub(" ", html.unescape(_TAG.sub(" ", markup)))
-    return _EMPTY_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
+    text = html.unescape(_TAG.sub(" ", markup))
+    # (a line with no tab, no-break space or double space has nothing for _BLANKS to change: a regex
+    # pass costs more than looking for those three)
+    lines = [_BLANKS.sub(" ", line).strip() if "\t" in line or "\xa0" in line or "  " in line else line.strip()
+             for line in text.splitlines()]
+    return _EMPTY_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def _header_text(value) -> str:
