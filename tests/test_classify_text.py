@@ -180,6 +180,24 @@ def _plain_cut_signature(lines: list[str]) -> list[str]:
     return lines
 
 
+def _plain_cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
+    """`_cut_quoted` as defined, every pattern on every line."""
+    from mailsort.classify import text as T
+
+    new: list[str] = []
+    quoted: list[str] = []
+    for i, line in enumerate(lines):
+        if T._QUOTE_HEADER.match(line):
+            return new, quoted + lines[i + 1:], bool(T._FORWARD_MARK.match(line))
+        if T._FROM_FIELD.match(line) and any(T._OTHER_FIELD.match(w) for w in lines[i + 1:i + 5]):
+            j = i + 1
+            while j < len(lines) and (T._OTHER_FIELD.match(lines[j]) or not lines[j].strip()):
+                j += 1
+            return new, quoted + lines[j:], False
+        (quoted if T._QUOTED_LINE.match(line) else new).append(line)
+    return new, quoted, False
+
+
 _LINES = st.sampled_from([
     "", " ", "\t", "\u00a0", "-- ", "--", "---", "— ", "___", "=", "Sent from my iPhone", "ſent from my phone",
     "SENT FROM MY PHONE", "Inviato da iPhone", "Отправлено с iPhone", "Von meinem iPhone gesendet", "Thanks,",
@@ -193,10 +211,11 @@ _LINES = st.sampled_from([
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_LINES | st.text(max_size=70), max_size=14))
-def test_cut_signature_is_its_plain_definition(lines: list[str]) -> None:
+def test_cut_quoted_and_cut_signature_are_their_plain_definitions(lines: list[str]) -> None:
     from mailsort.classify.text import _cut_signature, _cut_quoted
 
     lines = [line.replace("\n", " ").replace("\r", " ") for line in lines]  # lines, as clean_body makes them
     assert _cut_signature(lines) == _plain_cut_signature(lines)
+    assert _cut_quoted(lines) == _plain_cut_quoted(lines)
     new, old, forwarded = _cut_quoted(lines)
     assert _cut_signature(new) == _plain_cut_signature(new)
