@@ -12,6 +12,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -133,8 +134,10 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+@lru_cache(maxsize=1024)
 def iso(t: datetime) -> str:
-    """Times are stored as UTC ISO strings, so they sort and compare as text."""
+    """Times are stored as UTC ISO strings, so they sort and compare as text. (Remembered: a pass
+    writes the same `now` and the same few deadlines thousands of times.)"""
     return t.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -516,11 +519,16 @@ def label_targets(decision: dict) -> tuple[str, ...]:
     return tuple(a["target"] for a in decision.get("actions", ()) if a.get("type") == "label" and a.get("target"))
 
 
+# json.dumps(..., ensure_ascii=False) builds a new encoder on every call; this is the same encoding, built
+# once (a first sync writes tens of thousands of rows)
+_DECISION_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def journal_params(r: HandledMessage) -> tuple:
     """The parameters of a row's INSERT into `messages` (see Store.record_decisions)."""
     return (r.account, r.folder, r.uidvalidity, r.uid, r.message_id, r.sender, r.sender_name, r.subject,
             r.language, r.label, r.p_critical, r.client, iso(r.arrived_at) if r.arrived_at else None,
-            iso(r.handled_at), int(r.open_at_arrival), json.dumps(r.decision, ensure_ascii=False),
+            iso(r.handled_at), int(r.open_at_arrival), _DECISION_JSON(r.decision),
             int(r.applied), iso(r.due_at) if r.due_at else None)
 
 
