@@ -315,10 +315,10 @@ def decide_one(context: Context, folder: str, uidvalidity: int, message: Message
     passed.record(message.sender, planned)
     decision_json = decision.to_json()
     row = context.row(folder, uidvalidity, message, decision, decision_json, arrived)
-    return Outcome(message.uid or 0, None, message.message_id, message.sender, verdict, message.language, decision.label,
-                   decision_json["actions"],
-                   used, row, planned, tuple(context.render(message, decision)) if planned else (),
-                   message if keep else None, decision if keep else None)
+    return Outcome(message.uid or 0, message_id=message.message_id, sender=message.sender, verdict=verdict,
+                   language=message.language, label=decision.label, actions=decision_json["actions"], used=used,
+                   row=row, planned=planned, replies=tuple(context.render(message, decision)) if planned else (),
+                   message=message if keep else None, decision=decision if keep else None)
 
 
 # ------------------------------------------------------------------------------------- workers
