@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import start_dovecot, start_smtp  # noqa: E402
-from sync_support import realistic_message  # noqa: E402
+from sync_support import realistic_message, write_config  # noqa: E402
 
 # A closed moment (Wednesday evening in Madrid): routine mail moves to Later, so MOVE is measured.
 NOW = datetime.fromisoformat("2026-11-25T20:00:00+01:00")
@@ -142,39 +142,10 @@ def floor(port: int, user: str, password: str) -> dict:
 # ------------------------------------------------------------------------------------- mailsort
 
 
-def write_config(root: Path, port: int, user: str, smtp_port: int) -> Path:
-    path = root / f"{user}.toml"
-    path.write_text(f"""
-[state]
-path = "{root / (user + '.sqlite3')}"
-
-[calendar]
-timezone = "Europe/Madrid"
-[calendar.hours]
-mon = ["09:00-17:00"]
-tue = ["09:00-17:00"]
-wed = ["09:00-17:00"]
-thu = ["09:00-17:00"]
-fri = ["09:00-17:00"]
-
-[replies]
-owner_name = "Bench"
-
-[[account]]
-name = "bench"
-addresses = ["me@example.org"]
-folders = ["INBOX"]
-imap = {{ host = "127.0.0.1", port = {port}, security = "none", username = "{user}" }}
-smtp = {{ host = "127.0.0.1", port = {smtp_port}, security = "none" }}
-password_env = "MAILSORT_BENCH_PASSWORD"
-""", encoding="utf-8")
-    return path
-
-
-def run_sync(config: Path, password: str, *extra: str, env: dict | None = None) -> dict:
+def run_sync(config: Path, *extra: str, env: dict | None = None) -> dict:
     """`mailsort sync --json` as its own process: wall time, exit status, the JSON, and peak RSS (the
     process's own peak from wait4, and the peak of the sum over it and its children, sampled)."""
-    environment = {**os.environ, "MAILSORT_BENCH_PASSWORD": password, **(env or {})}
+    environment = {**os.environ, **(env or {})}  # the password's variable is set by write_config
     # as an installed package runs: with its bytecode cached (this sandbox sets PYTHONDONTWRITEBYTECODE,
     # which recompiles every module of mailsort in every process); the cache stays out of the tree
     environment.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -287,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         base["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
         print(f"floor: {base['rate']:.0f} msg/s ({base['seconds']:.2f} s)", flush=True)
 
-        config = write_config(root, dovecot.port, "sync", sink.port)
+        config = write_config(root, dovecot, "sync", password, smtp_port=sink.port)
         cpu = dovecot_cpu(dovecot)
-        first = run_sync(config, password)
+        first = run_sync(config)
         time.sleep(0.5)
         first["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
         account = first["json"]["accounts"][0]
@@ -298,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = args.n / first["seconds"]
         print(f"first sync: {rate:.0f} msg/s ({first['seconds']:.2f} s)", flush=True)
 
-        noops = [run_sync(config, password) for _ in range(args.noop_runs)]
+        noops = [run_sync(config) for _ in range(args.noop_runs)]
         for run in noops:
             assert run["json"]["accounts"][0]["fetched"] == 0, run["json"]
         noop_times = [r["seconds"] for r in noops]
