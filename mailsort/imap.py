@@ -641,39 +641,54 @@ _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 _SECTION = re.compile(rb"(BODY\[(HEADER|TEXT)\](?:<\d+>)?) \{\d+\}\s*$")
 
 
-def parse_fetch(data: list) -> list[FetchedMessage]:
-    """imaplib's FETCH answer -> messages. imaplib splits each response at its literals:
+def _responses(data: list) -> Iterator[list[tuple[bytes, bytes | None]]]:
+    """imaplib's FETCH answer, one response at a time. imaplib splits each response at its literals:
     [(b'1 (UID 5 FLAGS () INTERNALDATE "..." BODY[HEADER] {120}', header), (b' BODY[TEXT]<0> {80}', text),
-    b')'] — attributes may sit before, between or after the literals, and unsolicited FETCH responses
-    (flag changes by another client) may be mixed in; those carry no header and are dropped."""
-    messages: list[FetchedMessage] = []
-    current: dict | None = None
-
-    def finish() -> None:
-        if current and current.get("uid") is not None and "HEADER" in current["parts"]:
-            raw = current["parts"]["HEADER"] + current["parts"].get("TEXT", b"")
-            messages.append(FetchedMessage(current["uid"], current["flags"], current["date"], raw))
-
+    b')'] — this yields each response's pieces as (text, literal or None). Attributes may sit before,
+    between or after the literals, so a reader looks at every piece (`_attribute`)."""
+    pieces: list[tuple[bytes, bytes | None]] | None = None
     for item in data or ():
         if item is None:
             continue
         text, literal = (item[0], item[1]) if isinstance(item, tuple) else (item, None)
         if _NEW_ITEM.match(text):
-            finish()
-            current = {"uid": None, "flags": (), "date": None, "parts": {}}
-        if current is None:
+            if pieces is not None:
+                yield pieces
+            pieces = []
+        if pieces is not None:
+            pieces.append((text, literal))
+    if pieces is not None:
+        yield pieces
+
+
+def _attribute(pieces: list[tuple[bytes, bytes | None]], name: bytes, pattern: re.Pattern[bytes]) -> bytes | None:
+    """The value of one attribute of a response (the last one given). The substring test comes first:
+    most pieces are " BODY[TEXT]<0> {n}" or ")", and a first sync has tens of thousands of them."""
+    found = None
+    for text, _ in pieces:
+        if name in text and (m := pattern.search(text)) is not None:
+            found = m.group(1)
+    return found
+
+
+def _flags(value: bytes | None) -> tuple[str, ...]:
+    return tuple(f.decode("utf-8", "replace") for f in value.split()) if value else ()
+
+
+def parse_fetch(data: list) -> list[FetchedMessage]:
+    """imaplib's FETCH answer -> messages. Unsolicited FETCH responses (flag changes by another client)
+    may be mixed in; those carry no header and are dropped."""
+    messages: list[FetchedMessage] = []
+    for pieces in _responses(data):
+        uid = _attribute(pieces, b"UID", _UID)
+        parts = {m.group(2): literal for text, literal in pieces
+                 if literal is not None and (m := _SECTION.search(text)) is not None}
+        if uid is None or b"HEADER" not in parts:
             continue
-        # (a substring test first: most pieces are " BODY[TEXT]<0> {n}" or ")", and a first sync has tens
-        # of thousands of them)
-        if b"UID" in text and (m := _UID.search(text)) is not None:
-            current["uid"] = int(m.group(1))
-        if b"FLAGS" in text and (m := _FLAGS.search(text)) is not None:
-            current["flags"] = tuple(f.decode("utf-8", "replace") for f in m.group(1).split())
-        if b"INTERNALDATE" in text and (m := _INTERNALDATE.search(text)) is not None:
-            current["date"] = parse_internaldate(m.group(1).decode())
-        if literal is not None and (m := _SECTION.search(text)) is not None:
-            current["parts"][m.group(2).decode()] = literal
-    finish()
+        date = _attribute(pieces, b"INTERNALDATE", _INTERNALDATE)
+        messages.append(FetchedMessage(int(uid), _flags(_attribute(pieces, b"FLAGS", _FLAGS)),
+                                       parse_internaldate(date.decode()) if date else None,
+                                       parts[b"HEADER"] + parts.get(b"TEXT", b"")))
     return messages
 
 
@@ -693,37 +708,20 @@ _FIELDS = re.compile(rb"BODY\[HEADER\.FIELDS \([^)]*\)\] \{\d+\}\s*$")
 
 
 def parse_placements(data: list) -> list[Placement]:
-    """The answer to UID FETCH (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] SAVEDATE), parsed the
-    way parse_fetch does (attributes around the literal, unsolicited responses dropped)."""
+    """The answer to UID FETCH (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] SAVEDATE), read the
+    way parse_fetch reads its answer (attributes around the literal, unsolicited responses dropped)."""
     from email.parser import BytesHeaderParser
 
     out: list[Placement] = []
-    current: dict | None = None
-
-    def finish() -> None:
-        if current and current.get("uid") is not None and current.get("fields") is not None:
-            out.append(Placement(current["uid"], current["flags"], current["mid"], current["saved"]))
-
-    for item in data or ():
-        if item is None:
+    for pieces in _responses(data):
+        uid = _attribute(pieces, b"UID", _UID)
+        fields = [literal for text, literal in pieces if literal is not None and _FIELDS.search(text)]
+        if uid is None or not fields:
             continue
-        text, literal = (item[0], item[1]) if isinstance(item, tuple) else (item, None)
-        if _NEW_ITEM.match(text):
-            finish()
-            current = {"uid": None, "flags": (), "mid": "", "saved": None, "fields": None}
-        if current is None:
-            continue
-        if (m := _UID.search(text)) is not None:
-            current["uid"] = int(m.group(1))
-        if (m := _FLAGS.search(text)) is not None:
-            current["flags"] = tuple(f.decode("utf-8", "replace") for f in m.group(1).split())
-        if (m := _SAVEDATE.search(text)) is not None:
-            current["saved"] = parse_internaldate(m.group(1).decode())
-        if literal is not None and _FIELDS.search(text):
-            current["fields"] = literal
-            header = BytesHeaderParser().parsebytes(literal).get("Message-ID") or ""
-            current["mid"] = " ".join(str(header).split())
-    finish()
+        header = BytesHeaderParser().parsebytes(fields[-1]).get("Message-ID") or ""
+        saved = _attribute(pieces, b"SAVEDATE", _SAVEDATE)
+        out.append(Placement(int(uid), _flags(_attribute(pieces, b"FLAGS", _FLAGS)), " ".join(str(header).split()),
+                             parse_internaldate(saved.decode()) if saved else None))
     return out
 
 
