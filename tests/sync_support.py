@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import json
 import os
 import random
 import sys
@@ -237,38 +238,47 @@ def _assemble(headers: dict[str, str], body: str) -> bytes:
 # ------------------------------------------------------------------------------------- config
 
 
-def write_config(tmp_path: Path, dovecot, user: str, password: str, *, folders=("INBOX",), extra: str = "",
-                 smtp_port: int | None = None) -> Path:
-    """A config file for this Dovecot user (and an SMTP sink, without AUTH, when given); the password
-    comes from an environment variable."""
-    env = f"MAILSORT_TEST_PW_{abs(hash((str(tmp_path), user))) % 10**8}"
-    os.environ[env] = password
-    folder_list = ", ".join(f'"{f}"' for f in folders)
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+
+
+def config_toml(*, state: Path, imap_port: int, user: str, password_env: str, timezone: str = TZ,
+                hours: str = "09:00-17:00", days: tuple[str, ...] = WEEKDAYS, replies: str = 'owner_name = "Owner"',
+                folders: tuple[str, ...] = ("INBOX",), address: str = "owner@example.org",
+                smtp_port: int | None = None, tail: str = "") -> str:
+    """The config the tests and the benchmark write: one account "work" on a plaintext loopback server
+    (and an SMTP sink, without AUTH, when given), the same hours on each of `days`, `replies` as the
+    body of [replies], and `tail` (more tables) at the end. The password comes from `password_env`."""
+    day_lines = "".join(f'{day} = ["{hours}"]\n' for day in days)
+    smtp = f'smtp = {{ host = "127.0.0.1", port = {smtp_port}, security = "none" }}\n' if smtp_port else ""
+    return f"""
 [state]
-path = "{tmp_path / 'state.sqlite3'}"
+path = "{state.as_posix()}"
 
 [calendar]
-timezone = "{TZ}"
+timezone = "{timezone}"
 [calendar.hours]
-mon = ["09:00-17:00"]
-tue = ["09:00-17:00"]
-wed = ["09:00-17:00"]
-thu = ["09:00-17:00"]
-fri = ["09:00-17:00"]
-
+{day_lines}
 [replies]
-owner_name = "Owner"
-{extra}
+{replies}
 
 [[account]]
 name = "work"
-addresses = ["owner@example.org"]
-folders = [{folder_list}]
-imap = {{ host = "127.0.0.1", port = {dovecot.port}, security = "none", username = "{user}" }}
-password_env = "{env}"
-""" + (f'smtp = {{ host = "127.0.0.1", port = {smtp_port}, security = "none" }}\n' if smtp_port else ""),
+addresses = ["{address}"]
+folders = {json.dumps(list(folders))}
+imap = {{ host = "127.0.0.1", port = {imap_port}, security = "none", username = "{user}" }}
+password_env = "{password_env}"
+{smtp}{tail}"""
+
+
+def write_config(tmp_path: Path, dovecot, user: str, password: str, *, folders=("INBOX",), extra: str = "",
+                 smtp_port: int | None = None) -> Path:
+    """A config file for this Dovecot user (and an SMTP sink when given); the password comes from an
+    environment variable."""
+    env = f"MAILSORT_TEST_PW_{abs(hash((str(tmp_path), user))) % 10**8}"
+    os.environ[env] = password
+    path = tmp_path / "config.toml"
+    path.write_text(config_toml(state=tmp_path / "state.sqlite3", imap_port=dovecot.port, user=user, password_env=env,
+                                replies='owner_name = "Owner"\n' + extra, folders=tuple(folders), smtp_port=smtp_port),
                     encoding="utf-8")
     return path
 

@@ -21,6 +21,7 @@ from mailsort.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mails import eml, message  # noqa: E402
+from sync_support import config_toml  # noqa: E402
 
 TZ = ZoneInfo("Europe/Madrid")
 FRIDAY_NIGHT = "2026-11-27T21:00:00+01:00"
@@ -28,30 +29,11 @@ FRIDAY_NIGHT = "2026-11-27T21:00:00+01:00"
 
 def write_config(tmp_path: Path, *, imap_port: int = 1, smtp_port: int = 1, user: str = "owner", mode: str = "send") -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f"""
-[state]
-path = "{tmp_path / 'state.sqlite3'}"
-[calendar]
-timezone = "Europe/Madrid"
-[calendar.hours]
-mon = ["09:00-17:30"]
-tue = ["09:00-17:30"]
-wed = ["09:00-17:30"]
-thu = ["09:00-17:30"]
-fri = ["09:00-17:30"]
-[replies]
-mode = "{mode}"
-owner_name = "Ana"
-[[account]]
-name = "work"
-addresses = ["{user}@example.org"]
-imap = {{ host = "127.0.0.1", port = {imap_port}, security = "none", username = "{user}" }}
-smtp = {{ host = "127.0.0.1", port = {smtp_port}, security = "none" }}
-password_env = "MAILSORT_TEST_PW"
-[[client]]
-name = "Rossi"
-addresses = ["maria@client.example"]
-""")
+    path.write_text(config_toml(state=tmp_path / "state.sqlite3", imap_port=imap_port, user=user,
+                                password_env="MAILSORT_TEST_PW", timezone="Europe/Madrid", hours="09:00-17:30",
+                                replies=f'mode = "{mode}"\nowner_name = "Ana"', address=f"{user}@example.org",
+                                smtp_port=smtp_port,
+                                tail='[[client]]\nname = "Rossi"\naddresses = ["maria@client.example"]\n'))
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sync_support import config_toml
 
 from mailsort.calendar import WorkCalendar
 from mailsort.config import Absence, AccountConfig, ServerConfig, parse_config
@@ -374,31 +375,10 @@ def test_mailsort_run_labels_new_mail_via_idle_and_stops_on_sigterm(tmp_path, do
     user, password = imap_user
     state = tmp_path / "state.sqlite3"
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[state]
-path = "{state.as_posix()}"
-
-[calendar]
-timezone = "Europe/Rome"
-[calendar.hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-
-[replies]
-mode = "off"
-
-[[account]]
-name = "work"
-addresses = ["owner@example.org"]
-folders = ["INBOX"]
-imap = {{ host = "127.0.0.1", port = {dovecot.port}, security = "none", username = "{user}" }}
-password_env = "MAILSORT_RUN_TEST_PASSWORD"
-""", encoding="utf-8")
+    config.write_text(config_toml(state=state, imap_port=dovecot.port, user=user,
+                                  password_env="MAILSORT_RUN_TEST_PASSWORD", timezone="Europe/Rome",
+                                  hours="00:00-24:00", days=("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+                                  replies='mode = "off"'), encoding="utf-8")
     env = dict(os.environ, MAILSORT_RUN_TEST_PASSWORD=password, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "mailsort", "--config", str(config), "run", "--interval", "300"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -57,7 +57,7 @@ class Rig:
 
     def __init__(self, tmp_path, dovecot, user: str, password: str, sink, monkeypatch, *, extra: str = "",
                  folders: tuple[str, ...] = ("INBOX",)) -> None:
-        from sync_support import FakeClassifier, wait_for_login
+        from sync_support import FakeClassifier, config_toml, wait_for_login
 
         import mailsort.classify
 
@@ -67,31 +67,10 @@ class Rig:
         monkeypatch.setenv(env, password)
         monkeypatch.setattr(mailsort.classify, "load_classifier", lambda path=None: FakeClassifier())
         self.config = tmp_path / "config.toml"
-        self.config.write_text(f"""
-[state]
-path = "{tmp_path / 'state.sqlite3'}"
-
-[calendar]
-timezone = "Europe/Madrid"
-[calendar.hours]
-mon = ["09:00-17:30"]
-tue = ["09:00-17:30"]
-wed = ["09:00-17:30"]
-thu = ["09:00-17:30"]
-fri = ["09:00-17:30"]
-
-[replies]
-owner_name = "Ana Ruiz"
-{extra}
-
-[[account]]
-name = "work"
-addresses = ["owner@example.org"]
-folders = {json.dumps(list(folders))}
-imap = {{ host = "127.0.0.1", port = {dovecot.port}, security = "none", username = "{user}" }}
-smtp = {{ host = "127.0.0.1", port = {sink.port}, security = "none" }}
-password_env = "{env}"
-""", encoding="utf-8")
+        self.config.write_text(config_toml(state=tmp_path / "state.sqlite3", imap_port=dovecot.port, user=user,
+                                           password_env=env, timezone="Europe/Madrid", hours="09:00-17:30",
+                                           replies='owner_name = "Ana Ruiz"\n' + extra, folders=folders,
+                                           smtp_port=sink.port), encoding="utf-8")
 
     def sync(self, now: str) -> dict:
         """`mailsort sync --now NOW --json`; returns the account's report (fails the test on a non-zero exit)."""
