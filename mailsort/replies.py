@@ -18,21 +18,20 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
-
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import ConfigError
 from .message import Message
 
-if TYPE_CHECKING:  # policy imports this module; the types are only for annotations
+if TYPE_CHECKING:  # policy imports this module; the types are only for annotations (jinja2: imported on first use)
+    import jinja2
+
     from .calendar import WorkCalendar
     from .policy import Action, Settings
 
@@ -47,31 +46,52 @@ NAME_LIMIT = 80
 SUBJECT_LIMIT = 200
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's header registry builds a new class for every header it is asked for (a third of
+    the time it takes to build a reply); the class depends only on the header's name, so keep it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+MAIL_POLICY = SMTP.clone(header_factory=_HeaderClasses())  # policy.SMTP (CRLF, RFC 5322), same output
+
+
 # ------------------------------------------------------------------------------------------ loading
 
 
 @dataclass(frozen=True, eq=False)
 class Templates:
-    """Compiled templates keyed by (name, language); `origin` says which file each came from."""
+    """Templates keyed by (name, language); `origin` says which file each came from.
+
+    A template is compiled the first time it is rendered: a pass uses a few of the twenty built-in
+    ones, and compiling all of them would cost a tenth of a second in every process that renders. The
+    user's own files are still checked (parsed) when loaded, so a syntax error there is a config error
+    before anything runs, as it always was."""
 
     sources: Mapping[tuple[str, str], str]
     origin: Mapping[tuple[str, str], str]
+    checked: frozenset[tuple[str, str]] = frozenset()  # keys whose source must be parsed at once
 
     def __post_init__(self) -> None:
-        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-        compiled = {}
-        for key, source in self.sources.items():
-            try:
-                compiled[key] = env.from_string(source)
-            except jinja2.TemplateSyntaxError as exc:
-                raise ConfigError(f"{self.origin.get(key, key)}: line {exc.lineno}: {exc.message}") from None
-        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_compiled", {})
+        for key in sorted(self.checked):
+            self._parsed(key, lambda env, source: env.parse(source))
 
     @classmethod
     def load(cls, templates_dir: Path | None = None) -> "Templates":
         """The built-in templates, then every `<name>.<lang>.txt` in `templates_dir` on top."""
         sources = dict(_builtin_sources())
         origin = {key: f"built-in template {key[0]}.{key[1]}.txt" for key in sources}
+        users: set[tuple[str, str]] = set()
         if templates_dir is not None:
             directory = Path(templates_dir)
             if not directory.is_dir():
@@ -86,7 +106,8 @@ class Templates:
                 except (OSError, UnicodeDecodeError) as exc:
                     raise ConfigError(f"replies.templates_dir: cannot read {path} ({exc})") from None
                 origin[key] = str(path)
-        return cls(sources, origin)
+                users.add(key)
+        return cls(sources, origin, frozenset(users))
 
     @classmethod
     def builtin(cls) -> "Templates":
@@ -104,17 +125,43 @@ class Templates:
 
     def render(self, name: str, language: str, variables: Mapping[str, Any]) -> str:
         """Render one template. A missing template or an unknown variable is the user's config to fix."""
-        template = self._compiled.get((name, language))  # type: ignore[attr-defined]
-        if template is None:
-            known = ", ".join(self.available_languages(name)) or "none"
-            raise ConfigError(f"no reply template {name}.{language}.txt (languages for {name!r}: {known})")
+        import jinja2
+
         try:
-            return template.render(**variables)
+            return self._compile(name, language).render(**variables)
         except jinja2.UndefinedError as exc:
             raise ConfigError(f"{self.origin.get((name, language))}: {exc.message}; available variables: "
                               f"{', '.join(sorted(variables))}") from None
         except jinja2.TemplateError as exc:
             raise ConfigError(f"{self.origin.get((name, language))}: {exc}") from None
+
+    def _compile(self, name: str, language: str) -> "jinja2.Template":
+        compiled: dict = self._compiled  # type: ignore[attr-defined]
+        key = (name, language)
+        if key not in compiled:
+            if key not in self.sources:
+                known = ", ".join(self.available_languages(name)) or "none"
+                raise ConfigError(f"no reply template {name}.{language}.txt (languages for {name!r}: {known})")
+            compiled[key] = self._parsed(key, lambda env, source: env.from_string(source))
+        return compiled[key]
+
+    def _parsed(self, key: tuple[str, str], read: Callable[[Any, str], Any]) -> Any:
+        """`read(environment, source)` in the sandbox; a syntax error is the user's config to fix."""
+        import jinja2
+
+        try:
+            return read(_environment(), self.sources[key])
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"{self.origin.get(key, key)}: line {exc.lineno}: {exc.message}") from None
+
+
+@lru_cache(maxsize=1)
+def _environment() -> "jinja2.Environment":
+    """The sandbox every template is compiled in: a user's template cannot reach Python internals."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 @lru_cache(maxsize=1)
@@ -287,7 +334,7 @@ def build_reply(message: Message, action: "Action", *, calendar: "WorkCalendar",
     if not body.endswith("\n"):
         body += "\n"
 
-    reply = EmailMessage(policy=SMTP)
+    reply = EmailMessage(policy=MAIL_POLICY)
     sender_address = clean_line(from_address, 300)
     reply["From"] = Address(display_name=clean_line(settings.replies.owner_name, NAME_LIMIT), addr_spec=sender_address)
     to_name = display_name(message) if action.to == message.sender else ""
@@ -320,7 +367,7 @@ def owner_message(subject: str, body: str, *, key: str, from_address: str, to: s
     so no In-Reply-To; `Auto-Submitted: auto-generated` so that no responder (our own guard included,
     when it lands in the watched INBOX) ever answers it. Pure: the Message-ID comes from `key`, the
     outbox's dedupe key, so the same note is one row and one mail however often it is built."""
-    mail = EmailMessage(policy=SMTP)
+    mail = EmailMessage(policy=MAIL_POLICY)
     sender = clean_line(from_address, 300)
     mail["From"] = Address(display_name="mailsort", addr_spec=sender)
     mail["To"] = Address(addr_spec=clean_line(to, 300))

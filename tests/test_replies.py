@@ -142,6 +142,24 @@ def test_rendering_is_deterministic_and_ids_differ_per_template():
     assert other["Message-ID"] != parsed(render(msg))["Message-ID"]
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_remembered_header_classes_give_the_stdlib_smtp_policys_bytes(lang, monkeypatch):
+    """replies.MAIL_POLICY keeps the header classes the stdlib would build anew for each header: the
+    reply must be byte for byte what email.policy.SMTP makes of it."""
+    import email.policy
+
+    import mailsort.replies as replies
+
+    msg = message(lang=lang, date=NOW)
+    msg = msg.__class__(**{**msg.__dict__, "sender_name": "Дмитрий «Дима» Иванов, ООО Ромашка",
+                           "subject": "Sito bloccato — " * 8})
+    fast = [render(msg, template=name, lang=lang).as_bytes() for name in ("after_hours", "critical_ack")]
+    monkeypatch.setattr(replies, "MAIL_POLICY", email.policy.SMTP)
+    plain = [render(msg, template=name, lang=lang).as_bytes() for name in ("after_hours", "critical_ack")]
+    assert fast == plain
+    assert b"\r\nSubject: Re: " in fast[0] and b"=?utf-8?" in fast[0]
+
+
 def test_hours_summary_groups_runs():
     calendar, _ = setup()
     assert hours_summary(calendar.hours, "en") == "Monday–Friday 09:00–17:30; Saturday 10:00–13:00"
