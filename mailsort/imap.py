@@ -32,6 +32,7 @@ from imap_tools.utils import encode_folder
 
 from .config import AccountConfig, ServerConfig
 from .errors import ConfigError, ServerError
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,9 @@ def connect(server: ServerConfig, timeout: float = TIMEOUT):
     possible only for loopback hosts (config refuses `none` elsewhere)."""
     try:
         if server.security == "tls":
-            return MailBox(server.host, server.port, timeout=timeout, ssl_context=ssl.create_default_context())
+            return MailBox(server.host, server.port, timeout=timeout, ssl_context=tls_context())
         if server.security == "starttls":
-            return MailBoxStartTls(server.host, server.port, timeout=timeout, ssl_context=ssl.create_default_context())
+            return MailBoxStartTls(server.host, server.port, timeout=timeout, ssl_context=tls_context())
         return MailBoxUnencrypted(server.host, server.port, timeout=timeout)
     except ssl.SSLCertVerificationError as exc:
         raise ServerError(f"{server.host}:{server.port}: TLS certificate not trusted ({exc.verify_message})") from None

@@ -20,18 +20,20 @@ servers commonly refuse or rewrite it, so we use the From address; loops are pre
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import smtplib
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
+from email.policy import compat32
 from typing import Any, Callable, Protocol, Sequence
 
 from .config import AccountConfig, Config, ServerConfig, is_loopback
 from .errors import ConfigError, MailsortError, ServerError
 from .store import OutboxEntry, Store
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +93,10 @@ class Transport:
     def _connect(self) -> smtplib.SMTP:
         server = self.server
         name = f"{server.host}:{server.port}"
-        context = ssl.create_default_context()
         smtp: smtplib.SMTP | None = None
         try:
             if server.security == "tls":
-                smtp = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout, context=context)
+                smtp = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout, context=tls_context())
             else:
                 smtp = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
             smtp.ehlo()
@@ -103,7 +104,7 @@ class Transport:
                 if not smtp.has_extn("starttls"):
                     raise SendError(f"SMTP {name} does not offer STARTTLS; use security = \"tls\" or fix the server",
                                     fatal=True, counts=False)
-                smtp.starttls(context=context)
+                smtp.starttls(context=tls_context())
                 smtp.ehlo()
             if server.username:
                 password = self._password()
@@ -357,11 +358,13 @@ class _Worker:
 
 
 def _mail_from(entry: OutboxEntry) -> str:
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(entry.raw)
-    try:
-        return headers["From"].addresses[0].addr_spec
-    except (TypeError, IndexError, AttributeError):
-        raise SendError(f"reply {entry.id} has no usable From header", permanent=True) from None
+    """The envelope sender: the address of the reply's own From (which mailsort wrote). Read with the
+    plain compat32 parser: the header registry of policy.default costs 2 ms per reply here."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(entry.raw, headersonly=True)
+    _, address = email.utils.parseaddr(str(headers.get("From", "")))
+    if "@" not in address:
+        raise SendError(f"reply {entry.id} has no usable From header", permanent=True)
+    return address
 
 
 # ------------------------------------------------------------------------------------------ queueing helper

@@ -102,6 +102,21 @@ def test_due_reply_is_sent_once_and_filed(store, smtp_sink):
     assert len(smtp_sink.received()) == 1
 
 
+def test_the_envelope_sender_is_the_replys_own_from():
+    from mailsort.replies import MAIL_POLICY
+    from mailsort.smtp import _mail_from
+    from email.message import EmailMessage
+
+    _, entry = queue(Store(":memory:"))
+    assert _mail_from(entry) == "me@example.org"
+    named = EmailMessage(policy=MAIL_POLICY)
+    named["From"] = "=?utf-8?b?0JDQvdC90LAg0KDQvtGB0YHQuA==?= <anna.rossi@studio.example>"
+    named.set_content("x")
+    assert _mail_from(replace(entry, raw=named.as_bytes())) == "anna.rossi@studio.example"
+    with pytest.raises(SendError, match="no usable From"):
+        _mail_from(replace(entry, raw=b"To: someone@example.org\r\n\r\nbody\r\n"))
+
+
 def test_the_same_reply_is_never_queued_twice(store):
     first, _ = queue(store)
     again, _ = queue(store)
