@@ -676,9 +676,40 @@ def _flags(value: bytes | None) -> tuple[str, ...]:
     return tuple(f.decode("utf-8", "replace") for f in value.split()) if value else ()
 
 
+_PLAIN_HEAD = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE "([^"]+)" BODY\[HEADER\] \{\d+\}')
+_PLAIN_TEXT = re.compile(rb" BODY\[TEXT\]<0> \{\d+\}")
+
+
 def parse_fetch(data: list) -> list[FetchedMessage]:
     """imaplib's FETCH answer -> messages. Unsolicited FETCH responses (flag changes by another client)
     may be mixed in; those carry no header and are dropped."""
+    plain = _parse_plain_fetch(data)
+    return plain if plain is not None else _parse_any_fetch(data)
+
+
+def _parse_plain_fetch(data: list) -> list[FetchedMessage] | None:
+    """The answer to FETCH_ITEMS as Dovecot and most servers give it: each response has its attributes
+    in the order asked, the header literal, the text literal, then ")". Read with one pattern per
+    literal, a quarter of the general reading's cost (a first sync reads tens of thousands). None
+    when any response has another shape: the general reading then takes the whole answer."""
+    if len(data) % 3:
+        return None
+    head, text = _PLAIN_HEAD.fullmatch, _PLAIN_TEXT.fullmatch
+    messages: list[FetchedMessage] = []
+    for k in range(0, len(data), 3):
+        first, second, end = data[k], data[k + 1], data[k + 2]
+        if end != b")" or type(first) is not tuple or type(second) is not tuple:
+            return None
+        m = head(first[0])
+        if m is None or text(second[0]) is None:
+            return None
+        messages.append(FetchedMessage(int(m.group(1)), _flags(m.group(2)), parse_internaldate(m.group(3).decode()),
+                                       first[1] + second[1]))
+    return messages
+
+
+def _parse_any_fetch(data: list) -> list[FetchedMessage]:
+    """parse_fetch for any shape of answer: attributes in any order, around the literals."""
     messages: list[FetchedMessage] = []
     for pieces in _responses(data):
         uid = _attribute(pieces, b"UID", _UID)

@@ -8,7 +8,7 @@ import random
 import pytest
 from sync_support import CLOSED, append, realistic_message, wait_for_login
 
-from mailsort.imap import FETCH_ITEMS, parse_fetch, uid_fetch
+from mailsort.imap import FETCH_ITEMS, _parse_any_fetch, _parse_plain_fetch, parse_fetch, uid_fetch
 
 
 @pytest.fixture
@@ -44,6 +44,23 @@ def test_same_answer_as_imaplib_and_the_connection_reads_on(filled):
     assert typ == "OK"
     typ, data = client.uid("SEARCH", "ALL")
     assert len(data[0].split()) == 61
+
+
+def test_the_plain_reading_gives_the_general_readings_messages(filled):
+    """parse_fetch reads Dovecot's usual answer with one pattern per literal; the messages must be those
+    the general reading (attributes anywhere) finds, and any other shape must go to the general one."""
+    data = uid_fetch(filled, "1:*", FETCH_ITEMS)
+    plain = _parse_plain_fetch(uid_fetch(filled, "1:60", FETCH_ITEMS))
+    assert plain is not None and len(plain) == 60  # the realistic messages all take the plain route
+    assert plain == _parse_any_fetch(uid_fetch(filled, "1:60", FETCH_ITEMS))
+    assert parse_fetch(data) == _parse_any_fetch(data) and len(parse_fetch(data)) == 61
+    # an unsolicited flag change in the middle, attributes in another order: the general reading
+    mixed = data[:3] + [b'9 (FLAGS (\\Seen) UID 9)'] + data[3:]
+    assert _parse_plain_fetch(mixed) is None and parse_fetch(mixed) == parse_fetch(data)
+    (head, header), (text, body), end = data[:3]
+    reordered = [(head.replace(b"UID 1 FLAGS", b"FLAGS").replace(b"BODY[HEADER]", b"UID 1 BODY[HEADER]"), header),
+                 (text, body), end]
+    assert _parse_plain_fetch(reordered) is None and parse_fetch(reordered) == parse_fetch(data[:3])
 
 
 def test_nothing_marked_read(filled):
