@@ -271,7 +271,7 @@ class _Worker:
         if self.mode == "send" and self.folder is not None and not self.stopped:
             for entry in self.store.outbox(self.account, ("sent",)):
                 if not entry.filed:
-                    self._file(entry)
+                    self._file(entry, look_first=True)
         # 3. What is due now.
         for entry in self.store.due(self.account, self.now):
             if self.stopped:
@@ -322,11 +322,13 @@ class _Worker:
         if self.mode == "draft":
             self.store.set_filed(entry.id)
         elif self.folder is not None:
-            self._file(entry)
+            self._file(entry, look_first=False)  # sent just now: no copy can be filed yet
 
-    def _file(self, entry: OutboxEntry) -> None:
+    def _file(self, entry: OutboxEntry, *, look_first: bool) -> None:
+        """File a sent reply in Sent. `look_first`: a crash may have come between filing and noting it
+        (a reply left `sent` and not filed), so look for the copy before filing another."""
         try:
-            if not self.folder.contains(entry.message_id):  # type: ignore[union-attr]
+            if not (look_first and self.folder.contains(entry.message_id)):  # type: ignore[union-attr]
                 self.folder.file(entry.raw)  # type: ignore[union-attr]
         except MailsortError as exc:
             self.errors.append(f"reply {entry.id} was sent but not filed in Sent: {exc} (will retry)")

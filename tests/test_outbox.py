@@ -95,6 +95,7 @@ def test_due_reply_is_sent_once_and_filed(store, smtp_sink):
     assert len(received) == 1 and received[0]["Auto-Submitted"] == "auto-replied"
     assert smtp_sink.messages[0]["to"] == ["maria@client.example"] and smtp_sink.messages[0]["from"] == "me@example.org"
     assert folder.raws == [entry.raw]
+    assert folder.calls == ["file"]  # sent just now: no search of Sent for a copy that cannot be there
     row = store.entry(ids[0])
     assert row.state == "sent" and row.filed and row.sent_at is not None
     # again: nothing more goes out
@@ -150,6 +151,15 @@ def test_crash_after_sent_before_filing_is_filed_next_time(store, smtp_sink):
     run(store, smtp_sink.port, FRIDAY_NIGHT, folder)
     assert folder.raws == [entry.raw] and store.entry(ids[0]).filed
     assert smtp_sink.received() == []
+
+
+def test_crash_after_filing_before_noting_it_files_no_second_copy(store, smtp_sink):
+    ids, entry = queue(store, label="critical")
+    store.set_state(ids[0], "sent", now=FRIDAY_NIGHT)
+    folder = FakeFolder(raws=[entry.raw])  # filed, but the crash came before set_filed
+    run(store, smtp_sink.port, FRIDAY_NIGHT, folder)
+    assert folder.raws == [entry.raw] and folder.calls == [f"contains {entry.message_id}"]
+    assert store.entry(ids[0]).filed and smtp_sink.received() == []
 
 
 def test_transient_failure_backs_off_then_succeeds(store, smtp_sink):
