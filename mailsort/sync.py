@@ -381,7 +381,7 @@ class _AccountPass:
                                timedelta(hours=config.replies.reply_within_hours), account.name, self._replies_for)
         self.workers: Workers | None = None
         self._told: list[int] = []  # per worker: how many of self.passed.events it was sent
-        self._labels: dict[str, tuple[str, ...]] = {}  # Message-ID -> labels applied in this pass
+        self._actions: dict[str, list] = {}  # Message-ID -> the actions decided for it in this pass
         self.session_factory: SessionFactory = open_session
         self._applier: _Applier | None = None
         self.processed = config.labels.processed
@@ -653,7 +653,7 @@ class _AccountPass:
                 continue
             actions = outcome.actions or []
             if outcome.message_id:  # another copy later in this pass gets the same labels
-                self._labels.setdefault(outcome.message_id, label_targets({"actions": actions}))
+                self._actions.setdefault(outcome.message_id, actions)
             rows.append(outcome.row)
             keys.append((folder, uidvalidity, outcome.uid))
             replies.extend(outcome.replies)
@@ -666,9 +666,9 @@ class _AccountPass:
                                                         message.language, tuple(actions),
                                                         decision.auto_reply_reason))
         if known:
-            stored = self.store.labels_by_message_id(self.name, [mid for _, mid in known if mid not in self._labels])
+            stored = self.store.labels_by_message_id(self.name, [mid for _, mid in known if mid not in self._actions])
             for uid, mid in known:
-                labels = self._labels.get(mid, stored.get(mid, ()))
+                labels = label_targets({"actions": self._actions[mid]}) if mid in self._actions else stored.get(mid, ())
                 items.append((uid, [{"type": "label", "target": label} for label in labels]))
                 self.tally.counts["skipped"] += 1
                 if self.keep_details:
