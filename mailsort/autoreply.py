@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Iterable, Protocol
 
@@ -29,6 +30,9 @@ LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post")
 # Microsoft's X-Auto-Response-Suppress values that ask us not to auto-reply.
 SUPPRESS_VALUES = ("all", "oof", "autoreply")
 BOUNCE_LOCALPARTS = ("mailer-daemon", "postmaster")
+# Every header _robot_header_reason looks at (a message without any of them skips those lookups).
+_ROBOT_HEADERS = frozenset(("auto-submitted", "precedence", *LIST_HEADERS, "x-auto-response-suppress",
+                            "x-autoreply", "x-autorespond", "x-campaign"))
 # Local parts (after removing a +tag) of addresses nobody reads: no-reply senders and robots.
 _NO_REPLY = re.compile(
     r"""^(
@@ -62,7 +66,12 @@ def reply_address(message: Message) -> str:
     """Where a reply would go: the first Reply-To address, else From ("" when neither is usable).
 
     The sync engine asks the store for the reply history of this address before calling the guard."""
-    for address in (*message.reply_to, message.sender):
+    return _reply_address(tuple(message.reply_to), message.sender)
+
+
+@lru_cache(maxsize=4096)  # a sender writes many messages: the same answer, remembered (bounded)
+def _reply_address(reply_to: tuple[str, ...], sender: str) -> str:
+    for address in (*reply_to, sender):
         if address and _ADDRESS.match(address):
             return address.lower()
     return ""
@@ -74,27 +83,26 @@ def may_auto_reply(message: Message, own_addresses: Iterable[str], history: Hist
 
     `history` is the (template, send time) list of earlier automatic replies to the reply address
     (or a `policy.History`); a reply queued for later counts as already given."""
-    to = reply_address(message)
+    to = _reply_address(tuple(message.reply_to), message.sender)
     robot = _robot_reason(message)
     if robot:
         return Guard(False, robot, to, robot=True)
 
-    own = {_canonical(a) for a in own_addresses if a}
-    for candidate in {message.sender, to, message.return_path or ""} - {""}:
-        if _canonical(candidate) in own:
-            return Guard(False, f"sent by one of our own addresses ({candidate})", to, robot=True)
-    loop = (message.header("x-loop") or "").lower()
-    if loop and any(a in loop for a in own):
-        return Guard(False, "X-Loop names one of our addresses: a mail loop", to, robot=True)
-
-    for candidate in {message.sender, to} - {""}:
-        if _NO_REPLY.match(_local(candidate)):
-            return Guard(False, f"no-reply style address ({candidate}): nobody reads replies there", to, robot=True)
+    own = _own_set(tuple(own_addresses))
+    ours, no_reply = _address_refusals(message.sender, to, message.return_path or "", own)
+    if ours:
+        return Guard(False, ours, to, robot=True)
+    if own:  # (with no own address, no X-Loop can name one)
+        loop = (message.header("x-loop") or "").lower()
+        if loop and any(a in loop for a in own):
+            return Guard(False, "X-Loop names one of our addresses: a mail loop", to, robot=True)
+    if no_reply:
+        return Guard(False, no_reply, to, robot=True)
     if not to:
         return Guard(False, "no usable address to reply to (no valid Reply-To or From)", "")
 
     replies = history.replies if hasattr(history, "replies") else tuple(history)  # type: ignore[union-attr]
-    if min_days > 0:
+    if min_days > 0 and replies:  # (no earlier reply: nothing recent to look for)
         since = now - timedelta(days=min_days)
         recent = sorted(t for _, t in replies if t is not None and t > since)
         if recent:
@@ -103,8 +111,51 @@ def may_auto_reply(message: Message, own_addresses: Iterable[str], history: Hist
     return Guard(True, f"ok: a person's message; the reply goes to {to}", to)
 
 
+@lru_cache(maxsize=64)  # our own addresses are the same for every message of an account
+def _own_set(own_addresses: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_canonical(a) for a in own_addresses if a)
+
+
+@lru_cache(maxsize=4096)  # a sender writes many messages: the same answers, remembered (bounded)
+def _address_refusals(sender: str, to: str, return_path: str, own: frozenset[str]) -> tuple[str, str]:
+    """Why these addresses refuse a reply: (one of ours, a no-reply style address), "" when not."""
+    ours = no_reply = ""
+    for candidate in {sender, to, return_path} - {""}:
+        if _canonical(candidate) in own:
+            ours = f"sent by one of our own addresses ({candidate})"
+            break
+    for candidate in {sender, to} - {""}:
+        if _NO_REPLY.match(_local(candidate)):
+            no_reply = f"no-reply style address ({candidate}): nobody reads replies there"
+            break
+    return ours, no_reply
+
+
 def _robot_reason(message: Message) -> str:
     """Why the message comes from a machine (RFC 3834 section 2 and common practice), or ""."""
+    for name, _ in message.headers:
+        if name in _ROBOT_HEADERS:  # rare: most mail has none of them, and then needs none of the lookups
+            reason = _robot_header_reason(message)
+            if reason:
+                return reason
+            break
+    if message.content_type == "multipart/report":
+        return "delivery or disposition report (multipart/report): a bounce"
+    if message.return_path == "":
+        return "null Return-Path <>: a bounce or another automatic message"
+    return _bounce_reason(message.sender, message.return_path or "")
+
+
+@lru_cache(maxsize=4096)  # a sender writes many messages: the same answer, remembered (bounded)
+def _bounce_reason(sender: str, return_path: str) -> str:
+    for address in (sender, return_path):
+        if _local(address) in BOUNCE_LOCALPARTS:
+            return f"sent by {address}: a bounce"
+    return ""
+
+
+def _robot_header_reason(message: Message) -> str:
+    """The robot signs in the headers, checked in this order (the first one found is the reason)."""
     auto = (message.header("auto-submitted") or "").split(";")[0].strip().lower()
     if auto and auto != "no":
         return f"Auto-Submitted: {auto} (automatic messages are never answered)"
@@ -123,13 +174,6 @@ def _robot_reason(message: Message) -> str:
             return f"{_title(name)} header: the message is itself an automatic reply"
     if message.header("x-campaign"):
         return "X-Campaign header: a marketing campaign"
-    if message.content_type == "multipart/report":
-        return "delivery or disposition report (multipart/report): a bounce"
-    if message.return_path == "":
-        return "null Return-Path <>: a bounce or another automatic message"
-    for address in (message.sender, message.return_path or ""):
-        if _local(address) in BOUNCE_LOCALPARTS:
-            return f"sent by {address}: a bounce"
     return ""
 
 

@@ -32,6 +32,15 @@ class Period:
     end: datetime
 
 
+@dataclass(frozen=True)
+class Moment:
+    """The calendar at one instant: open?, the absence it falls in, the next opening (None: never again)."""
+
+    open: bool
+    absence: Absence | None
+    next_opening: datetime | None
+
+
 @dataclass(frozen=True, eq=False)
 class WorkCalendar:
     """Weekly hours + holidays + absences in one time zone."""
@@ -42,6 +51,8 @@ class WorkCalendar:
     absences: tuple[Absence, ...] = ()
     # periods_on(day), remembered: a sync pass asks about the same few days for thousands of messages
     _periods: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # the last moment() asked about, as (instant, Moment): a pass decides every message at the same `now`
+    _moment: list = field(default_factory=lambda: [None, None], init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: CalendarConfig) -> "WorkCalendar":
@@ -97,8 +108,25 @@ class WorkCalendar:
 
     def is_open(self, t: datetime) -> bool:
         _check_aware(t)
-        local = t.astimezone(self.tz)
-        return any(p.start <= t < p.end for p in self.periods_on(local.date()))
+        for p in self.periods_on(t.astimezone(self.tz).date()):  # a loop, not any(genexpr): asked per message
+            if p.start <= t < p.end:
+                return True
+        return False
+
+    def moment(self, t: datetime) -> "Moment":
+        """is_open, absence_at and next_opening of one instant, answered once for the instant asked about
+        last: the policy asks them about the same `now` for every message of a pass."""
+        last = self._moment
+        # identity, not equality: an equal instant in another zone (or the other side of a DST fold) is a
+        # different datetime object, and the few questions it asks again cost less than telling them apart
+        if last[0] is not t:
+            try:
+                opening: datetime | None = self.next_opening(t)
+            except NeverOpenError:
+                opening = None
+            last[1] = Moment(self.is_open(t), self.absence_at(t), opening)
+            last[0] = t
+        return last[1]
 
     def current_period(self, t: datetime) -> Period | None:
         for period in self.periods_from(t):

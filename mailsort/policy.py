@@ -25,11 +25,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Mapping, Protocol
 
 from .autoreply import Guard, may_auto_reply
-from .calendar import NeverOpenError, WorkCalendar
+from .calendar import Moment, NeverOpenError, WorkCalendar
 from .clients import client_label, match_any
 from .config import Absence, AccountConfig, ClientConfig, Config, FoldersConfig, LabelsConfig, RepliesConfig
 from .errors import ConfigError
@@ -146,6 +146,12 @@ class Settings:
     def rule_table(self) -> dict[str, "Rule"]:
         """The rules with the overrides applied (built once: decide runs for every message)."""
         return rules_for(self.rules)
+
+    @cached_property
+    def _fixed_actions(self) -> dict[tuple[str, str | None], tuple[tuple["Action", ...], "Action | None"]]:
+        """(situation, client name) -> the label/flag/move actions and the notify action of that rule (see
+        `_fixed`): the same few for every message, so built once per settings (Actions are immutable)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -286,8 +292,8 @@ def situation_of(critical: bool, open_now: bool, absent: bool, robot: bool) -> s
 def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, history: History, now: datetime,
            settings: Settings) -> Decision:
     """Find the situation, apply its rule, and keep replies within the guard, the age limit and the mode."""
-    open_now = calendar.is_open(now)
-    absence = calendar.absence_at(now)
+    moment = calendar.moment(now)  # the same for every message of a pass: asked of the calendar once
+    open_now, absence = moment.open, moment.absence
     critical = verdict.label == "critical"
     guard = may_auto_reply(message, settings.own_addresses, history, now, settings.replies.min_days_between)
     situation = situation_of(critical, open_now, absence is not None, guard.robot)
@@ -295,28 +301,41 @@ def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, histo
     client = resolve_client(message, settings.clients)
     age_ok, age_reason = _age_ok(message, now, settings.max_reply_age)
 
-    actions: list[Action] = []
-    if rule.label:
-        actions.append(Action("label", settings.labels.critical if critical else settings.labels.routine))
-        if client is not None:  # the client's whole history one search away, in any mail program
-            actions.append(Action("label", client_label(client, settings.labels)))
-    if rule.flag:
-        actions.append(Action("flag", FLAGGED))
-    if rule.move:
-        actions.append(Action("move", settings.folders.later if rule.move is True else str(rule.move)))
-
-    allowed, reason, replies = _replies(message, rule, guard, history, now, calendar, absence, client, settings,
+    actions, notify = _fixed(settings, situation, rule, critical, client)
+    allowed, reason, replies = _replies(message, rule, guard, history, now, calendar, moment, client, settings,
                                         age_ok, age_reason, situation)
-    actions.extend(replies)
+    if replies:
+        actions += tuple(replies)
     # The owner hears about critical mail; not about a first sync's backlog of old mail.
-    if rule.notify and settings.notify_kind != "none" and age_ok:
-        actions.append(Action("notify", settings.notify_kind))
-    return Decision(verdict.label, verdict.p_critical, open_now, tuple(actions), allowed, reason,
+    if notify is not None and age_ok:
+        actions += (notify,)
+    return Decision(verdict.label, verdict.p_critical, open_now, actions, allowed, reason,
                     client.name if client else None, situation, guard.robot)
 
 
+def _fixed(settings: Settings, situation: str, rule: Rule, critical: bool,
+           client: ClientConfig | None) -> tuple[tuple[Action, ...], Action | None]:
+    """The actions of a rule that do not depend on the message: (label, client label, flag, move) and the
+    notify action (None when the rule does not notify), remembered per settings (Settings._fixed_actions)."""
+    key = (situation, client.name if client is not None else None)  # the client label is made of the name alone
+    known = settings._fixed_actions.get(key)
+    if known is None:
+        actions: list[Action] = []
+        if rule.label:
+            actions.append(Action("label", settings.labels.critical if critical else settings.labels.routine))
+            if client is not None:  # the client's whole history one search away, in any mail program
+                actions.append(Action("label", client_label(client, settings.labels)))
+        if rule.flag:
+            actions.append(Action("flag", FLAGGED))
+        if rule.move:
+            actions.append(Action("move", settings.folders.later if rule.move is True else str(rule.move)))
+        notify = Action("notify", settings.notify_kind) if rule.notify and settings.notify_kind != "none" else None
+        known = settings._fixed_actions[key] = (tuple(actions), notify)
+    return known
+
+
 def _replies(message: Message, rule: Rule, guard: Guard, history: History, now: datetime, calendar: WorkCalendar,
-             absence: Absence | None, client: ClientConfig | None, settings: Settings, age_ok: bool, age_reason: str,
+             moment: Moment, client: ClientConfig | None, settings: Settings, age_ok: bool, age_reason: str,
              situation: str) -> tuple[bool, str, list[Action]]:
     """(allowed, reason, reply actions): at most one automatic reply per message."""
     if settings.replies.mode == "off":
@@ -332,12 +351,12 @@ def _replies(message: Message, rule: Rule, guard: Guard, history: History, now: 
         if not first_contact:
             return True, f"{guard.reason}; no automatic reply in this situation ({situation})", []
         template, when = "expectations", "at_once"
-    elif template == "absence" and absence is not None and _told_about(absence, history, calendar):
+    elif template == "absence" and moment.absence is not None and _told_about(moment.absence, history, calendar):
+        absence = moment.absence
         return False, f"{guard.to} was already told about this absence ({absence.start}–{absence.end})", []
 
-    try:
-        send_at = now if when == "at_once" else calendar.next_opening(now)
-    except NeverOpenError:
+    send_at = now if when == "at_once" else moment.next_opening
+    if send_at is None:
         return False, "the calendar never opens again: no time to send the reply", []
     action = Action("reply", template=template, language=choose_language(message, template, client, settings),
                     to=guard.to, send_at=send_at.astimezone(calendar.tz))
@@ -360,6 +379,7 @@ def _told_about(absence: Absence, history: History, calendar: WorkCalendar) -> b
     return False
 
 
+@lru_cache(maxsize=16)  # the same max_reply_age for every old message of a pass
 def _days(delta: timedelta) -> str:
     days = delta.total_seconds() / 86400
     return f"{days:g} day{'s' if days != 1 else ''}"
