@@ -28,6 +28,7 @@ import re
 import signal
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from .calendar import NeverOpenError, WorkCalendar
@@ -221,10 +222,18 @@ class Context:
     account: str
     render: Callable[[Message, Any], Sequence[Any]] = lambda message, decision: ()
 
+    @cached_property
+    def _late(self) -> tuple[Any, Any, Any]:
+        """policy.History, policy.decide and store.journal_values, imported on first use (a sync with nothing
+        new needs none of them) and kept: an import statement costs a microsecond or two on every call."""
+        from .policy import History, decide
+        from .store import journal_values
+
+        return History, decide, journal_values
+
     def decide(self, message: Message, verdict: Any, passed: PassHistory) -> tuple[Any, tuple]:
         """policy.decide with the sender's whole history: the store's, and what this pass planned."""
-        from .policy import History, decide
-
+        History, decide, _ = self._late
         sender = message.sender
         planned = passed.planned(sender)
         seen = bool(sender) and (passed.met(sender) or self.history.seen(sender))
@@ -240,8 +249,6 @@ class Context:
             arrived: datetime | None) -> tuple:
         """The journal row of a decided message: what was decided, and when it arrived — was the calendar
         open then, and (critical mail) when is the answer due?"""
-        from .store import HandledMessage, journal_params
-
         arrived_at = arrived or message.date
         due_at = None
         if decision.label == "critical":
@@ -249,14 +256,12 @@ class Context:
                 due_at = self.calendar.add_open_time(arrived_at or self.now, self.reply_within)
             except NeverOpenError:
                 due_at = None
-        return journal_params(HandledMessage(
-            account=self.account, folder=folder, uidvalidity=uidvalidity, uid=message.uid or 0,
-            message_id=message.message_id, sender=message.sender, sender_name=message.sender_name,
-            subject=message.subject, language=message.language, label=decision.label,
-            p_critical=float(decision.p_critical), client=decision.client, arrived_at=arrived_at,
-            handled_at=self.now, open_at_arrival=self.calendar.is_open(arrived_at) if arrived_at else decision.open_now,
-            decision=decision_json, due_at=due_at,
-        ))
+        journal_values = self._late[2]  # store.journal_params of a HandledMessage, without building the record
+        return journal_values(
+            self.account, folder, uidvalidity, message.uid or 0, message.message_id, message.sender,
+            message.sender_name, message.subject, message.language, decision.label, float(decision.p_critical),
+            decision.client, arrived_at, self.now,
+            self.calendar.is_open(arrived_at) if arrived_at else decision.open_now, decision_json, False, due_at)
 
 
 def parse_fetched(fetched: Sequence[FetchedMessage], folder: str) -> list[Message | Unparsed]:
