@@ -97,7 +97,16 @@ class Outcome:
 
 def planned_replies(decision: Any, sender: str, now: datetime) -> tuple[tuple[str, str, datetime], ...]:
     """(recipient, template, send time) of the replies a decision plans: what the pass history keeps."""
-    return tuple((action.to or sender, action.template, action.send_at or now) for action in decision.of_type("reply"))
+    return tuple((action.to or sender, action.template, action.send_at or now)
+                 for action in decision.actions if action.type == "reply")
+
+
+def _outcome(**fields: Any) -> Outcome:
+    """Outcome(**fields), every field given, without the frozen dataclass's __init__ (which sets each of the
+    fourteen fields through object.__setattr__): decide_one makes one for every message. Same object."""
+    outcome = object.__new__(Outcome)
+    outcome.__dict__.update(fields)
+    return outcome
 
 
 # ------------------------------------------------------------------------------------- history
@@ -223,21 +232,23 @@ class Context:
     render: Callable[[Message, Any], Sequence[Any]] = lambda message, decision: ()
 
     @cached_property
-    def _late(self) -> tuple[Any, Any, Any]:
+    def _late(self) -> tuple[Any, Any, Any, tuple[Any, Any]]:
         """policy.History, policy.decide and store.journal_values, imported on first use (a sync with nothing
-        new needs none of them) and kept: an import statement costs a microsecond or two on every call."""
+        new needs none of them) and kept: an import statement costs a microsecond or two on every call. And
+        the History of a sender never answered, unseen and seen (most senders: shared, it is immutable)."""
         from .policy import History, decide
         from .store import journal_values
 
-        return History, decide, journal_values
+        return History, decide, journal_values, (History((), False), History((), True))
 
     def decide(self, message: Message, verdict: Any, passed: PassHistory) -> tuple[Any, tuple]:
         """policy.decide with the sender's whole history: the store's, and what this pass planned."""
-        History, decide, _ = self._late
+        History, decide, _, unanswered = self._late
         sender = message.sender
         planned = passed.planned(sender)
         seen = bool(sender) and (passed.met(sender) or self.history.seen(sender))
-        history = History(replies=self.history.replies(sender) + planned, seen_before=seen)
+        replies = self.history.replies(sender) + planned
+        history = History(replies=replies, seen_before=seen) if replies else unanswered[seen]
         decision = decide(message, verdict, self.calendar, history, self.now, self.settings())
         return decision, (seen, planned)
 
@@ -320,10 +331,11 @@ def decide_one(context: Context, folder: str, uidvalidity: int, message: Message
     passed.record(message.sender, planned)
     decision_json = decision.to_json()
     row = context.row(folder, uidvalidity, message, decision, decision_json, arrived)
-    return Outcome(message.uid or 0, message_id=message.message_id, sender=message.sender, verdict=verdict,
-                   language=message.language, label=decision.label, actions=decision_json["actions"], used=used,
-                   row=row, planned=planned, replies=tuple(context.render(message, decision)) if planned else (),
-                   message=message if keep else None, decision=decision if keep else None)
+    return _outcome(uid=message.uid or 0, unparsed=None, message_id=message.message_id, sender=message.sender,
+                    verdict=verdict, language=message.language, label=decision.label, actions=decision_json["actions"],
+                    used=used, row=row, planned=planned,
+                    replies=tuple(context.render(message, decision)) if planned else (),
+                    message=message if keep else None, decision=decision if keep else None)
 
 
 # ------------------------------------------------------------------------------------- workers

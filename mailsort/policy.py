@@ -93,12 +93,16 @@ class Action:
     send_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The non-empty fields (written for every handled message: kept cheaper than asdict)."""
+        """The non-empty fields (written for every handled message: kept cheaper than asdict, unrolled)."""
         data: dict[str, Any] = {"type": self.type}
-        for key in ("target", "template", "language", "to"):
-            value = getattr(self, key)
-            if value:
-                data[key] = value
+        if self.target:
+            data["target"] = self.target
+        if self.template:
+            data["template"] = self.template
+        if self.language:
+            data["language"] = self.language
+        if self.to:
+            data["to"] = self.to
         if self.send_at is not None:
             data["send_at"] = self.send_at.isoformat()
         return data
@@ -309,8 +313,13 @@ def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, histo
     # The owner hears about critical mail; not about a first sync's backlog of old mail.
     if notify is not None and age_ok:
         actions += (notify,)
-    return Decision(verdict.label, verdict.p_critical, open_now, actions, allowed, reason,
-                    client.name if client else None, situation, guard.robot)
+    # Decision(...) without the frozen dataclass's __init__, which sets each field through object.__setattr__
+    # (one Decision per message): the same object, every field given, in field order
+    decision = object.__new__(Decision)
+    decision.__dict__.update(label=verdict.label, p_critical=verdict.p_critical, open_now=open_now, actions=actions,
+                             auto_reply_allowed=allowed, auto_reply_reason=reason,
+                             client=client.name if client else None, situation=situation, robot=guard.robot)
+    return decision
 
 
 def _fixed(settings: Settings, situation: str, rule: Rule, critical: bool,
