@@ -8,7 +8,7 @@ both sides of a DST change. Public holidays come from the `holidays` package, ab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import Iterator, Mapping
 from zoneinfo import ZoneInfo
@@ -51,6 +51,8 @@ class WorkCalendar:
     absences: tuple[Absence, ...] = ()
     # periods_on(day), remembered: a sync pass asks about the same few days for thousands of messages
     _periods: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # periods_on(day) as (start, end) in UTC, remembered for the comparisons with instants of other zones
+    _utc: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # the last moment() asked about, as (instant, Moment): a pass decides every message at the same `now`
     _moment: list = field(default_factory=lambda: [None, None], init=False, repr=False, compare=False)
 
@@ -86,14 +88,31 @@ class WorkCalendar:
             self._periods[day] = periods
         return periods
 
+    def utc_periods_on(self, day: date) -> tuple[tuple[Period, datetime, datetime], ...]:
+        """periods_on(day) as (period, start in UTC, end in UTC). Python compares datetimes of two different
+        zones as instants, that is in UTC; comparing UTC datetimes with each other is a plain comparison of
+        their fields, about ten times cheaper: the journal asks about the arrival of every message."""
+        bounds = self._utc.get(day)
+        if bounds is None:
+            bounds = self._utc[day] = tuple((p, p.start.astimezone(timezone.utc), p.end.astimezone(timezone.utc))
+                                            for p in self.periods_on(day))
+        return bounds
+
     def periods_from(self, t: datetime) -> Iterator[Period]:
         """Open periods that end after `t`, in order, merging periods that touch (e.g. across 24:00)."""
         _check_aware(t)
         day = t.astimezone(self.tz).date()
+        # `period.end <= t` as Python answers it: wall-clock times when t is in the calendar's own zone object,
+        # instants (compared in UTC, see utc_periods_on) when it is in any other
+        own_zone = t.tzinfo is self.tz
+        u = t.astimezone(timezone.utc)
+        one_day = timedelta(days=1)
         pending: Period | None = None
-        for offset in range(HORIZON_DAYS + 2):
-            for period in self.periods_on(day + timedelta(days=offset)):
-                if period.end <= t:
+        for _ in range(HORIZON_DAYS + 2):
+            periods = self.utc_periods_on(day)
+            day += one_day
+            for period, _, end in periods:
+                if (period.end <= t) if own_zone else (end <= u):
                     continue
                 if pending is not None and period.start <= pending.end:
                     pending = Period(pending.start, max(pending.end, period.end))
@@ -108,8 +127,16 @@ class WorkCalendar:
 
     def is_open(self, t: datetime) -> bool:
         _check_aware(t)
-        for p in self.periods_on(t.astimezone(self.tz).date()):  # a loop, not any(genexpr): asked per message
-            if p.start <= t < p.end:
+        day = t.astimezone(self.tz).date()
+        # loops, not any(genexpr): asked for every message; compared as Python compares them (see periods_from)
+        if t.tzinfo is self.tz:
+            for p in self.periods_on(day):
+                if p.start <= t < p.end:
+                    return True
+            return False
+        u = t.astimezone(timezone.utc)
+        for _, start, end in self.utc_periods_on(day):
+            if start <= u < end:
                 return True
         return False
 
