@@ -140,7 +140,8 @@ class _Fields(NamedTuple):  # (built once per message: a NamedTuple costs half a
     text_html: tuple[str, ...]
     defects: tuple[str, ...]
     # address headers the fast route has already read into (name, address) pairs, when reading the
-    # rebuilt header again would give exactly these (see `_address_header`)
+    # rebuilt header again would give exactly these (see `_address_header`); `headers` then holds
+    # them as they came, not rebuilt (nothing reads them there)
     addresses: dict[str, tuple[tuple[str, str], ...]]
 
 
@@ -315,7 +316,8 @@ def _decoded_headers(fields: list[tuple[str, str]], addresses: dict[str, tuple[t
     """The same dict `_mailparser_fields` builds: first spelling of each name, values decoded
     (encoded words), repeated values joined with ", ", address headers from their first occurrence.
     In the same pass, `addresses` receives the (name, address) pairs of the address headers where
-    they are sure, and `content` the message's MIME fields as `_content_fields` gives them."""
+    they are sure (those are then left undecoded in the dict), and `content` the message's MIME
+    fields as `_content_fields` gives them."""
     out: dict[str, str] = {}  # first value of each name (raw until the loop below decodes it)
     repeated: dict[str, list[str]] | None = None  # all values of the (rare) names seen more than once
     for name, value in fields:
@@ -334,9 +336,11 @@ def _decoded_headers(fields: list[tuple[str, str]], addresses: dict[str, tuple[t
             content[key] = out[key] if key in _USED_HEADERS else out.pop(key)
     for name, value in out.items():
         if name in ADDRESS_HEADERS:
-            out[name], pairs = _address_header(value)
-            if pairs is not None:
+            pairs, sure = _address_header(value)
+            if sure:  # what `_pairs` would read back from the rebuilt header: that is never built
                 addresses[name] = pairs
+            else:
+                out[name] = ", ".join(map(_address_text, pairs))
         elif repeated is not None and name in repeated:
             out[name] = ", ".join(_decode_words(v) for v in repeated[name])
         elif _ENCODED_WORD in value:
@@ -425,29 +429,27 @@ def _decode_run(data: bytes, charset: str) -> str:
 
 
 @lru_cache(maxsize=1024)  # the same To: (the owner's own address) or From: comes again and again
-def _address_header(value: str) -> tuple[str, tuple[tuple[str, str], ...] | None]:
-    """An address header as mail-parser rebuilds it ('"Name" <addr>, ...'), for simple lists only
-    (see `_simple_addresses`); encoded words in names are decoded. Also the (name, address) pairs
-    that `_address_pairs` would read back from that text, when it surely would (None otherwise):
-    a name with no quote, backslash or line break comes back from '"Name" <addr>' as it is."""
+def _address_header(value: str) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """The (name, address) pairs of an address header, for simple lists only (see
+    `_simple_addresses`), encoded words in names decoded: mail-parser rebuilds the header from these
+    ('"Name" <addr>, ...', `_address_text`). Also whether `_address_pairs` surely reads exactly these
+    pairs back from that rebuilt text: a name with no quote, backslash or line break comes back from
+    '"Name" <addr>' as it is. When it does, the rebuilt text is never needed (see `_decoded_headers`)."""
     found = _simple_addresses(value)
     if not found:
         raise _NotSimple
-    out = []
-    pairs: list[tuple[str, str]] | None = []
+    pairs = []
+    sure = True
     for name, address, quoted in found:
         if _ENCODED_WORD in name:
             if quoted:
                 raise _NotSimple  # an encoded word inside quotes stays literal for mail-parser: leave it to it
             name = _decode_words(name)
-        pair = ("" if name == address else name, address)
-        out.append(_address_text(pair))
-        if pairs is not None:
+            # (a name read by _simple_addresses has no quote, backslash or line break: only a decoded one can)
             if '"' in name or "\\" in name or "\r" in name or "\n" in name:
-                pairs = None
-            else:
-                pairs.append(pair)
-    return ", ".join(out), (tuple(pairs) if pairs is not None else None)
+                sure = False
+        pairs.append(("" if name == address else name, address))
+    return tuple(pairs), sure
 
 
 _WSP = r"[ \t\r\n]"
@@ -456,6 +458,7 @@ _ONE_MAILBOX = re.compile(
     rf'{_WSP}*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>{_ATOMS}(?:{_WSP}+{_ATOMS})*))?{_WSP}*'
     rf'<(?P<angle>{_ATOMS}@{_ATOMS})>|(?P<bare>{_ATOMS}@{_ATOMS})){_WSP}*')
 _FWS = re.compile(_WSP + "+")
+_FWS_TO_FOLD = re.compile(r"[\t\r\n]|  ")  # what " ".join(_FWS.split(phrase)) changes in a phrase
 _ANGLE_ONLY = re.compile(rf"<({_ATOMS}@{_ATOMS})>")
 
 
@@ -470,13 +473,15 @@ def _simple_addresses(value: str) -> list[tuple[str, str, bool]] | None:
         m = _ONE_MAILBOX.match(value, pos)
         if m is None:
             return None
-        if m.group("bare") is not None:
-            out.append(("", m.group("bare"), False))
-        elif m.group("quoted") is not None:
-            out.append((m.group("quoted"), m.group("angle"), True))
+        bare, quoted, phrase, angle = m.group("bare", "quoted", "phrase", "angle")
+        if bare is not None:
+            out.append(("", bare, False))
+        elif quoted is not None:
+            out.append((quoted, angle, True))
+        elif phrase and _FWS_TO_FOLD.search(phrase):  # words apart by other blanks than one space
+            out.append((" ".join(_FWS.split(phrase)), angle, False))
         else:
-            phrase = m.group("phrase")
-            out.append((" ".join(_FWS.split(phrase)) if phrase else "", m.group("angle"), False))
+            out.append((phrase or "", angle, False))
         pos = m.end()
         if pos == size:
             return out
