@@ -147,28 +147,29 @@ class _Fields(NamedTuple):  # (built once per message: a NamedTuple costs half a
 
 def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, Any]:
     """Everything a Message holds but its language (None here), from either parser route, in the
-    order of Message's fields."""
+    order of Message's fields. (Reply-To, Cc, In-Reply-To and References are missing from most
+    mail: looked for first, they cost a dict lookup when they are.)"""
     headers = fields.headers
     sender_name, sender = _first_of(_pairs(fields, "from"))
-    kept = [name for name in headers if name in _KEPT_ORDER]  # (a message has few headers, and few of these)
-    if len(kept) > 1:
-        kept.sort(key=_KEPT_ORDER.__getitem__)
+    kept = _KEPT_SET.intersection(headers)  # (a message has few of these)
+    if kept:
+        kept = sorted(kept, key=_KEPT_ORDER.__getitem__)
     return {  # (a dict display: cheaper than dict() with keywords)
-        "message_id": _one_line(headers.get("message-id", "")).strip(),
+        "message_id": _one_line(headers.get("message-id", "")),
         "subject": _one_line(headers.get("subject", "")),
         "sender": sender,
         "sender_name": sender_name,
-        "reply_to": _addresses_of(_pairs(fields, "reply-to")),
+        "reply_to": _addresses_of(_pairs(fields, "reply-to")) if "reply-to" in headers else (),
         "return_path": _return_path(headers),
         "to": _addresses_of(_pairs(fields, "to")),
-        "cc": _addresses_of(_pairs(fields, "cc")),
+        "cc": _addresses_of(_pairs(fields, "cc")) if "cc" in headers else (),
         "date": _date(headers.get("date")),
-        "in_reply_to": _one_line(headers.get("in-reply-to", "")).strip(),
-        "references": tuple(_REFERENCE.findall(headers.get("references", ""))),
+        "in_reply_to": _one_line(headers["in-reply-to"]) if "in-reply-to" in headers else "",
+        "references": tuple(_REFERENCE.findall(headers["references"])) if "references" in headers else (),
         "text": _plain_text(fields.text_plain, fields.text_html),
         "language": None,
-        "headers": tuple((name, _one_line(headers[name])) for name in kept),
-        "content_type": headers.get("content-type", "text/plain").split(";")[0].strip().lower() or "text/plain",
+        "headers": tuple([(name, _one_line(headers[name])) for name in kept]),
+        "content_type": headers.get("content-type", "text/plain").partition(";")[0].strip().lower() or "text/plain",
         "uid": uid,
         "folder": folder,
         "defects": fields.defects,
@@ -176,6 +177,7 @@ def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, An
 
 
 _KEPT_ORDER = {name: i for i, name in enumerate(KEPT_HEADERS)}
+_KEPT_SET = frozenset(KEPT_HEADERS)
 
 
 def _pairs(fields: _Fields, name: str) -> tuple[tuple[str, str], ...]:
@@ -265,7 +267,7 @@ def _fast_fields(raw: bytes) -> _Fields | None:
         html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
         _walk(fields, body, plain, html_parts, defects, 0, content=content)
-        if "\n".join(p for p in plain if p).strip():
+        if any(p and not p.isspace() for p in plain):  # (`_plain_text` finds text in them)
             html = ()  # what _plain_text would do with them: nothing
         else:
             html = tuple(t for t in (_decode_text(*part) for part in html_parts) if t)
@@ -700,9 +702,9 @@ def _stdlib_payload(fields: list[tuple[str, str]], body: bytes) -> bytes:
     return part.get_payload(decode=True)
 
 
-def _plain_text(text_plain: Iterable[str], text_html: Sequence[str]) -> str:
-    text = "\n".join(p for p in text_plain if p)
-    if not text.strip() and text_html:
+def _plain_text(text_plain: Sequence[str], text_html: Sequence[str]) -> str:
+    text = text_plain[0] if len(text_plain) == 1 else "\n".join([p for p in text_plain if p])
+    if text_html and (not text or text.isspace()):  # (= not text.strip(), without copying the text)
         text = html_to_text("\n".join(text_html))
     return text[:TEXT_LIMIT]
 
@@ -769,6 +771,7 @@ def _addresses(value: str) -> tuple[str, ...]:
     return _addresses_of(_address_pairs(value))
 
 
+@lru_cache(maxsize=1024)  # the owner's own To: again and again
 def _addresses_of(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     if not pairs:
         return ()
