@@ -30,6 +30,7 @@ LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post")
 # Microsoft's X-Auto-Response-Suppress values that ask us not to auto-reply.
 SUPPRESS_VALUES = ("all", "oof", "autoreply")
 BOUNCE_LOCALPARTS = ("mailer-daemon", "postmaster")
+_BOUNCE_HINT = re.compile("|".join(map(re.escape, BOUNCE_LOCALPARTS)))
 # Every header _robot_header_reason looks at (a message without any of them skips those lookups).
 _ROBOT_HEADERS = frozenset(("auto-submitted", "precedence", *LIST_HEADERS, "x-auto-response-suppress",
                             "x-autoreply", "x-autorespond", "x-campaign"))
@@ -146,10 +147,10 @@ def _robot_reason(message: Message) -> str:
     return _bounce_reason(message.sender, message.return_path or "")
 
 
-@lru_cache(maxsize=4096)  # a sender writes many messages: the same answer, remembered (bounded)
 def _bounce_reason(sender: str, return_path: str) -> str:
     for address in (sender, return_path):
-        if _local(address) in BOUNCE_LOCALPARTS:
+        # (a bounce local part is in the lower-cased address: looked for first, it spares _local nearly always)
+        if _BOUNCE_HINT.search(address.lower()) and _local(address) in BOUNCE_LOCALPARTS:
             return f"sent by {address}: a bounce"
     return ""
 
