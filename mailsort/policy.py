@@ -30,7 +30,7 @@ from typing import Any, Mapping, Protocol
 
 from .autoreply import Guard, may_auto_reply
 from .calendar import Moment, NeverOpenError, WorkCalendar
-from .clients import client_label, match_any
+from .clients import ClientIndex, client_label, match_any
 from .config import Absence, AccountConfig, ClientConfig, Config, FoldersConfig, LabelsConfig, RepliesConfig
 from .errors import ConfigError
 from .message import Message
@@ -150,6 +150,11 @@ class Settings:
     def rule_table(self) -> dict[str, "Rule"]:
         """The rules with the overrides applied (built once: decide runs for every message)."""
         return rules_for(self.rules)
+
+    @cached_property
+    def client_index(self) -> ClientIndex:
+        """The clients, indexed once (decide looks every message's sender up in them)."""
+        return ClientIndex(self.clients)
 
     @cached_property
     def _fixed_actions(self) -> dict[tuple[str, str | None], tuple[tuple["Action", ...], "Action | None"]]:
@@ -302,7 +307,8 @@ def decide(message: Message, verdict: VerdictLike, calendar: WorkCalendar, histo
     guard = may_auto_reply(message, settings.own_addresses, history, now, settings.replies.min_days_between)
     situation = situation_of(critical, open_now, absence is not None, guard.robot)
     rule = settings.rule_table[situation]
-    client = resolve_client(message, settings.clients)
+    # resolve_client, through the settings' index
+    client = settings.client_index.match_any((message.sender, *message.reply_to)) if settings.clients else None
     age_ok, age_reason = _age_ok(message, now, settings.max_reply_age)
 
     actions, notify = _fixed(settings, situation, rule, critical, client)
