@@ -219,3 +219,25 @@ def test_cut_quoted_and_cut_signature_are_their_plain_definitions(lines: list[st
     assert _cut_quoted(lines) == _plain_cut_quoted(lines)
     new, old, forwarded = _cut_quoted(lines)
     assert _cut_signature(new) == _plain_cut_signature(new)
+
+
+def test_signature_shortcuts_are_implied_by_the_patterns() -> None:
+    """`_cut_signature` skips a pattern when a cheap test says it cannot match: those tests must
+    follow from the patterns, or a footer would survive."""
+    import re
+
+    from mailsort.classify import text
+
+    src = text._SIGNOFF.pattern
+    footers = re._parser.parse(src[src.index("(?:") : src.rindex(")") + 1], text._SIGNOFF.flags)
+    assert footers.getwidth()[1] <= text._SIGNOFF_CHARS
+    longest = "Von meinem " + "x" * 40 + " gesendet"
+    assert len(longest) == text._SIGNOFF_CHARS and text._SIGNOFF.match(f"  {longest}\t")
+    assert clean_body(f"Please fix it.\n\n  {longest}  ") == "Please fix it."
+    # the most words a closing line can have, and the rule characters
+    closing = "Com os melhores cumprimentos , Anna Maria Rossi"
+    assert len(closing.split()) == text._CLOSING_WORDS and text._CLOSING.match(closing)
+    assert clean_body(f"O site caiu.\n\n{closing}\nStudio Rossi") == "O site caiu."
+    assert not text._CLOSING.match(closing + " Jr")
+    for ch in text._RULE_CHARS:
+        assert clean_body(f"Il sito è giù.\n \u2003{ch} {ch}\nAnna\n+39 02 1234") == "Il sito è giù."

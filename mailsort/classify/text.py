@@ -107,7 +107,15 @@ _CLOSING = re.compile(
     )\s*[,.!]*\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
-_RULE = re.compile(r"^\s*(?:[-\u2013\u2014_=*~]\s*){1,40}$")
+_RULE_CHARS = "-\u2013\u2014_=*~"
+_RULE = re.compile(rf"^\s*(?:[{_RULE_CHARS}]\s*){{1,40}}$")
+# Bounds the patterns imply, tested before them (a pattern that cannot match costs 1-4 µs):
+# a footer of _SIGNOFF is at most this long without the whitespace around it ("von meinem"
+# + 40 + "gesendet") …
+_SIGNOFF_CHARS = 60
+# … and a _CLOSING line has at most this many words: four of the closing ("com os melhores
+# cumprimentos"), punctuation, three of a name.
+_CLOSING_WORDS = 8
 _SIG_LINES = 6  # a signature block has at most this many non-empty lines …
 _SIG_LINE_CHARS = 60  # … each at most this long
 
@@ -122,7 +130,9 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 _NUMBER = re.compile(r"\d\d*(?:[.,:/-]\d+)*")
 # combining marks of the scripts we meet (Latin, Cyrillic, Greek), removed after NFKD ("[…][…]*"
 # rather than "[…]+" for the same reason as _NUMBER)
-_MARK = "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+COMBINING_RANGES = ((0x300, 0x36F), (0x483, 0x489), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF),
+                    (0xFE20, 0xFE2F))
+_MARK = "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in COMBINING_RANGES) + "]"
 _COMBINING = re.compile(f"{_MARK}{_MARK}*")
 _REPLY_PREFIX = re.compile(
     r"^\s*(?:(?:re|r|rif|aw|wg|fw|fwd|tr|rv|enc|res|antw|sv|vs|отв|пер|ответ|fwd?)\s*(?:\[\d+\])?\s*:\s*)+",
@@ -179,19 +189,23 @@ def _signature_start(lines: list[str]) -> int:
 
 def _cut_signature(lines: list[str]) -> list[str]:
     # a closing or a rule ends the text only above a signature block, and testing them is most of
-    # the cleaning time: so only lines from `_signature_start` on are tested for them
+    # the cleaning time: so only lines from `_signature_start` on are tested for them, and only
+    # when they can match (the cheap tests below are implied by the patterns)
     soft_from = _signature_start(lines)
+    seen_text = False  # a closing or a rule needs new text above it
     for i, line in enumerate(lines):
         if not line or line.isspace():
             continue  # every mark below needs a letter, a dash or a rule
-        if (line.startswith("--") and _SIG_DELIMITER.match(line)) or _SIGNOFF.match(line):
-            return lines[:i]
-        if (
-            i >= soft_from
-            and (_CLOSING.match(line) or _RULE.match(line))
-            and any(t.strip() for t in lines[:i])
+        if (line.startswith("--") and _SIG_DELIMITER.match(line)) or (
+            (len(line) <= _SIGNOFF_CHARS or len(line.strip()) <= _SIGNOFF_CHARS) and _SIGNOFF.match(line)
         ):
             return lines[:i]
+        if seen_text and i >= soft_from:
+            if len(line.split(None, _CLOSING_WORDS)) <= _CLOSING_WORDS and _CLOSING.match(line):
+                return lines[:i]
+            if line.lstrip()[0] in _RULE_CHARS and _RULE.match(line):
+                return lines[:i]
+        seen_text = True
     return lines
 
 
