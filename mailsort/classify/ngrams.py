@@ -9,9 +9,10 @@ import (about 2 s of CPU).
 Why not sklearn's TfidfVectorizer: its char_wb analyser walks every n-gram in Python and manages
 about 2,000 short messages a second on a small machine; `sync` and the benchmark want well over
 5,000. Here every n-gram is a substring hash computed for a whole batch at once (polynomial
-hashing mod 2**64 over code points, prefix sums, no Python loop per n-gram), and the vocabulary
-is a sorted array of the 64-bit hashes kept at fit time, looked up through an open-addressing
-table built on load (no Python dict: the model loads fast and stays small).
+hashing mod 2**64 over code points, one numpy pass per n-gram length, no Python loop per
+n-gram), and the vocabulary is a sorted array of the 64-bit hashes kept at fit time, looked up
+through an open-addressing table built on load (no Python dict: the model loads fast and stays
+small).
 
 The values equal TfidfVectorizer's with `sublinear_tf=True`, smooth idf and l2 norm (checked in
 the tests): `analyzer="char_wb"` takes n-grams inside words padded with one space each side, as
@@ -21,12 +22,13 @@ sklearn's char_wb does; `analyzer="word"` takes word n-grams over `\\w+` tokens.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from mailsort.classify.text import strip_accents
+from mailsort.classify.text import COMBINING_RANGES, strip_accents
 
 _P = 0x100000001B3  # odd, so it has an inverse mod 2**64
 _P_INV = pow(_P, -1, 2**64)
@@ -37,6 +39,12 @@ CHUNK_CHARS = 400_000  # characters hashed at a time: bounds memory, feeds the t
 THREADS = 2  # numpy releases the GIL in the heavy steps; two cores is the target machine
 _WORD = re.compile(r"\w+")
 _word_table: list[np.ndarray] = []
+_ODD_SPACE, _MARK = np.uint8(1), np.uint8(2)
+_kind_table: list[np.ndarray] = []
+# 1 + log(count) in float32 for small counts: a lookup instead of a log per cell (np.log gives
+# the same float32 for a value wherever it sits in an array, so the numbers do not change)
+_TF = np.log(np.arange(256, dtype=np.float32)[1:])
+_TF = np.concatenate(([np.float32(0)], _TF + np.float32(1.0)))
 
 
 def _word_chars() -> np.ndarray:
@@ -48,6 +56,20 @@ def _word_chars() -> np.ndarray:
             table[m.start() : m.end()] = True
         _word_table.append(table)
     return _word_table[0]
+
+
+def _kinds() -> np.ndarray:
+    """What preparing a batch must look at, per BMP code point (no whitespace and no mark of
+    COMBINING_RANGES lies above it): _ODD_SPACE for whitespace other than " " (str.split()
+    splits on all of it), _MARK for the combining marks `text.strip_accents` removes. Built once,
+    on demand."""
+    if not _kind_table:
+        table = np.zeros(0x10000, dtype=np.uint8)
+        table[[c for c in range(0x10000) if c != _SPACE and chr(c).isspace()]] = _ODD_SPACE
+        for lo, hi in COMBINING_RANGES:
+            table[lo : hi + 1] |= _MARK
+        _kind_table.append(table)
+    return _kind_table[0]
 
 
 _pow_cache: dict[int, np.ndarray] = {}
@@ -65,24 +87,42 @@ def _powers(n: int, base: int) -> np.ndarray:
     return have[:n]
 
 
-class Table:
-    """Open-addressing (linear probing) map from 64-bit hash to column, vectorised."""
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
-    def __init__(self, vocab: np.ndarray) -> None:
+
+def _tf(counts: np.ndarray) -> np.ndarray:
+    """1 + log(count) (sublinear tf) in float32."""
+    if counts.size and counts.max() < len(_TF):
+        return _TF.take(counts)
+    return np.log(counts.astype(np.float32)) + np.float32(1.0)
+
+
+class Table:
+    """Open-addressing (linear probing) map from 64-bit hash to column, vectorised.
+
+    Sized for a load factor of at most 1/2: the slots (8-byte keys, 4-byte columns) then fit in
+    a core's cache next to the rest of a batch, where 1/4 spent more time on cache misses than it
+    saved on probes. `order` (optional, a permutation of the columns) places columns in that
+    order, so that those listed first sit in their home slot: given the columns by falling
+    document frequency, most n-grams of a text are found by the first probe.
+    """
+
+    def __init__(self, vocab: np.ndarray, order: np.ndarray | None = None) -> None:
         vocab = np.asarray(vocab, dtype=np.uint64)
-        bits = max(4, int(np.ceil(np.log2(max(len(vocab), 1) * 4))))  # load factor <= 1/4
+        bits = max(4, int(np.ceil(np.log2(max(len(vocab), 1) * 2))))  # load factor <= 1/2
         size = 1 << bits
         self.shift = np.uint64(64 - bits)
         self.mask = size - 1
         self.keys = np.zeros(size, dtype=np.uint64)
         self.cols = np.full(size, -1, dtype=np.int32)
         pos = ((vocab * _MIX) >> self.shift).astype(np.int64)
-        pending = np.arange(len(vocab), dtype=np.int64)
+        pending = np.arange(len(vocab), dtype=np.int64) if order is None else np.asarray(order, np.int64)
         while pending.size:
             p = pos[pending]
             free = self.cols[p] == -1
             cand, pc = pending[free], p[free]
-            _, first = np.unique(pc, return_index=True)
+            _, first = np.unique(pc, return_index=True)  # the first contender in order wins
             win = cand[first]
             self.keys[pos[win]] = vocab[win]
             self.cols[pos[win]] = win
@@ -90,21 +130,41 @@ class Table:
             placed[win] = True
             pending = pending[~placed[pending]]
             pos[pending] = (pos[pending] + 1) & self.mask
+        # an empty slot's key (0) has home slot 0, so no hash whose home it is can match it;
+        # slot 0, if empty, gets a key whose home is elsewhere (find's first probe relies on it)
+        if self.cols[0] == -1:
+            self.keys[0] = 1
+
+    def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into `h`, column) of the hashes that are in the vocabulary, in no set order."""
+        pos = h * _MIX
+        pos >>= self.shift
+        pos = pos.view(np.int64)  # < 2**bits: the same numbers, no conversion pass
+        hit = self.keys.take(pos) == h
+        at = np.flatnonzero(hit)
+        found_at, found_col = [at], [self.cols.take(pos.take(at))]
+        # not in its home slot: probe on where that slot is taken (an empty one ends the search;
+        # from the second probe on, a hash can equal an empty slot's key: its column -1 drops it)
+        todo = np.flatnonzero(~hit)
+        p = pos.take(todo)
+        while todo.size:
+            taken = self.cols.take(p) >= 0
+            todo, p = todo[taken], (p[taken] + 1) & self.mask
+            hit = self.keys.take(p) == h.take(todo)
+            found_at.append(todo[hit])
+            found_col.append(self.cols.take(p[hit]))
+            todo, p = todo[~hit], p[~hit]
+        if len(found_at) > 1:
+            at, col = np.concatenate(found_at), np.concatenate(found_col)
+            keep = col >= 0
+            return (at, col) if keep.all() else (at[keep], col[keep])
+        return found_at[0], found_col[0]
 
     def lookup(self, h: np.ndarray) -> np.ndarray:
         """Column of each hash, -1 when it is not in the vocabulary."""
-        pos = ((h * _MIX) >> self.shift).astype(np.int64)
-        c = self.cols[pos]
-        hit = self.keys[pos] == h
-        out = np.where(hit & (c >= 0), c, -1).astype(np.int32)
-        idx = np.flatnonzero((c >= 0) & ~hit)  # slot taken by another key: probe on
-        while idx.size:
-            pos[idx] = (pos[idx] + 1) & self.mask
-            p = pos[idx]
-            c = self.cols[p]
-            hit = (c >= 0) & (self.keys[p] == h[idx])
-            out[idx[hit]] = c[hit]
-            idx = idx[(c >= 0) & ~hit]
+        out = np.full(len(h), -1, dtype=np.int32)
+        at, col = self.find(h)
+        out[at] = col
         return out
 
 
@@ -155,70 +215,112 @@ class Ngrams:
             doc = strip_accents(doc)
         return " " + " ".join(doc.split()) + " "
 
-    def hash(
-        self, texts: list[str], positions: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]:
-        """Row and hash of every n-gram of the prepared `texts` (+ start and length on request).
-
-        The texts are joined with a sentinel; the prefix sums S[k] = sum_{j<k} (c_j+1) * P^-j
-        give the hash of text[l:r] as P^(r-1) * (S[r] - S[l]) for every (l, r) at once.
+    def _batch(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Code points of the prepared `docs` joined, each followed by a sentinel, and the row of
+        each code point: `prepare` for a whole batch, with numpy instead of a split and a join
+        per document (a tenth of the scoring time, most often for nothing: `text.document`
+        already collapses whitespace). The n-grams are those of `prepare`'s texts; the one
+        difference, an empty document padded by one space instead of two, has none either way.
         """
-        joined = "\x00".join(texts) + "\x00"
-        cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        if self.strip_accents:  # NFKD here (the marks go below), as `text.strip_accents` does
+            docs = [d if d.isascii() else unicodedata.normalize("NFKD", d) for d in docs]
+        # the separators are spaces and a sentinel, which NFKD and the steps below leave alone
+        cp = _codepoints(" " + " \x00 ".join(docs) + " \x00")
+        row = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) + 3 for d in docs])
+        kind = _kinds().take(np.minimum(cp, 0xFFFF))
+        if kind.any():  # rare: marks to strip or whitespace other than " "
+            if self.strip_accents:
+                keep = (kind & _MARK) == 0
+                cp, row, kind = cp[keep], row[keep], kind[keep]
+            cp = np.where((kind & _ODD_SPACE) != 0, np.uint32(_SPACE), cp)
+        space = cp == _SPACE
+        run = space[1:] & space[:-1]
+        if run.any():  # a run of whitespace: its first character stands for it
+            keep = np.concatenate(([True], ~run))
+            cp, row = cp[keep], row[keep]
+        return cp, row
+
+    def _blocks(self, cp: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray]]:
+        """(n, start, end, hash) of the n-grams of the joined, prepared text `cp` (code points),
+        one block per n, starts ascending. `end` (exclusive) is given for word n-grams only,
+        which may span two documents (callers drop those); character n-grams never do (a
+        sentinel is a break, and breaks only begin or end them).
+
+        The hash of text[l:r] is sum((c_j + 1) * P**(r-1-j)) mod 2**64, xor n << 56. Character
+        n-grams are hashed incrementally (h_n[i] = h_(n-1)[i] * P + c_(i+n-1) + 1: two passes
+        per n); word hashes come from prefix sums S[k] = sum_{j<k} (c_j+1) * P^-j, as
+        P^(r-1) * (S[r] - S[l]) is the same number for text[l:r] whatever its length. A block at
+        a time keeps a batch's temporary arrays a quarter of the size.
+        """
+        lo, hi = self.ngram_range
         n = len(cp)
-        lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts))
-        row_of = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
-        pw = _powers(n, _P)
-        s = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * _powers(n, _P_INV), out=s[1:])
         if self.analyzer == "word":
             brk = ~_word_chars()[np.minimum(cp, 0xFFFF)]  # tokens are runs of \\w characters
-        else:
-            brk = (cp == _SPACE) | (cp == _SENTINEL)
-        lo, hi = self.ngram_range
-        rows, hashes, starts, lens = [], [], [], []
-        if self.analyzer == "word":
             prev = np.concatenate(([True], brk[:-1]))
             nxt = np.concatenate((brk[1:], [True]))
             begins = np.flatnonzero(~brk & prev)
             ends = np.flatnonzero(~brk & nxt) + 1
-            wh = pw[ends - 1] * (s[ends] - s[begins])  # hash of each word
-            wrow = row_of[begins]
+            s = np.zeros(n + 1, dtype=np.uint64)
+            np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * _powers(n, _P_INV), out=s[1:])
+            wh = _powers(n, _P).take(ends - 1) * (s.take(ends) - s.take(begins))  # each word
             for k in range(lo, hi + 1):
                 m = len(begins) - k + 1
                 if m <= 0:
-                    break
+                    return
                 acc = wh[:m].copy()
                 for j in range(1, k):  # combine word hashes, so punctuation between is ignored
                     acc = acc * np.uint64(_P) + wh[j : j + m]
-                same = wrow[:m] == wrow[k - 1 :]
-                rows.append(wrow[:m][same])
-                hashes.append(acc[same] ^ np.uint64(k << 56))
-                if positions:
-                    starts.append(begins[:m][same])
-                    lens.append((ends[k - 1 :] - begins[:m])[same])
-        else:
-            brk_cum = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(brk, out=brk_cum[1:])
-            for k in range(lo, hi + 1):
-                m = n - k + 1
-                if m <= 0:
-                    break
-                # no break strictly inside the n-gram (char_wb); for bigrams, not two breaks;
-                # unigrams: the characters of the words (sklearn also counts the padding space)
-                if k > 2:
-                    ok = brk_cum[k - 1 : n] == brk_cum[1 : m + 1]
-                elif k == 2:
-                    ok = ~(brk[:-1] & brk[1:])
-                else:
-                    ok = ~brk
-                h = pw[k - 1 : n] * (s[k : n + 1] - s[:m])
-                rows.append(row_of[:m][ok])
-                hashes.append(h[ok] ^ np.uint64(k << 56))
-                if positions:
-                    st = np.flatnonzero(ok)
-                    starts.append(st)
-                    lens.append(np.full(len(st), k, dtype=np.int64))
+                acc ^= np.uint64(k << 56)
+                yield k, begins[:m], ends[k - 1 :], acc
+            return
+        nb = cp != _SPACE  # breaks are spaces and sentinels
+        nb &= cp != _SENTINEL
+        h1 = cp.astype(np.uint64)
+        h1 += np.uint64(1)
+        hk = h1
+        inner = None  # inner[i]: no break strictly inside the n-gram at i
+        for k in range(1, hi + 1):
+            m = n - k + 1
+            if m <= 0:
+                return
+            if k > 1:
+                hk = hk[:m] * np.uint64(_P)  # a new array: the last one's prefix is not touched
+                hk += h1[k - 1 :]
+            if k >= 3:
+                inner = nb[1 : m + 1] if inner is None else inner[:m] & nb[k - 2 : k - 2 + m]
+            if k < lo:
+                continue
+            # char_wb: no break strictly inside; bigrams: not two breaks; unigrams: word characters
+            if k > 2:
+                ok = inner
+            elif k == 2:
+                ok = nb[:-1] | nb[1:]
+            else:
+                ok = nb
+            at = np.flatnonzero(ok)
+            h = hk.take(at)
+            h ^= np.uint64(k << 56)
+            yield k, at, None, h
+
+    def hash(
+        self, texts: list[str], positions: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+        """Row and hash of every n-gram of the prepared `texts` (+ start and length on request),
+        by n, then by position."""
+        joined = "\x00".join(texts) + "\x00"
+        row_of = np.repeat(np.arange(len(texts), dtype=np.int32), [len(t) + 1 for t in texts])
+        rows, hashes, starts, lens = [], [], [], []
+        for k, at, end, h in self._blocks(_codepoints(joined)):
+            r = row_of.take(at)
+            if end is None:
+                span = np.full(len(at), k, dtype=np.int64)
+            else:  # a word n-gram must lie in one document
+                same = r == row_of.take(end - 1)
+                at, h, r, span = at[same], h[same], r[same], (end - at)[same]
+            rows.append(r)
+            hashes.append(h)
+            starts.append(at)
+            lens.append(span)
         if not rows:
             return np.zeros(0, np.int32), np.zeros(0, np.uint64), None, None, joined
         return (
@@ -233,15 +335,24 @@ class Ngrams:
         """The TF-IDF cells of `docs` (raw documents: this prepares them) over the vocabulary
         whose lookup table and idf are given."""
         n_rows, n_cols = len(docs), len(idf)
-        empty = np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int32)
         if not n_rows:
             return Cells(0, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
-        rows, h, _, _, _ = self.hash([self.prepare(d) for d in docs])
-        col = table.lookup(h)
-        hit = col >= 0
-        # one sortable key per (row, column); 32 bits when they fit: sorting is the main cost
+        # one sortable key per (row, column) found; 32 bits when they fit: sorting is the main cost
         kind = np.uint32 if n_rows * n_cols < 2**32 else np.int64
-        key = rows[hit].astype(kind) * kind(n_cols) + col[hit].astype(kind)
+        row_key = np.arange(n_rows, dtype=kind) * kind(n_cols)  # the key of (row, column 0)
+        cp, row = self._batch(docs)
+        keys = []
+        for _, at, end, h in self._blocks(cp):
+            found, col = table.find(h)
+            r = row.take(at.take(found))
+            if end is not None:  # a word n-gram must lie in one document
+                same = r == row.take(end.take(found) - 1)
+                r, col = r[same], col[same]
+            key = row_key.take(r)
+            key += col.view(np.uint32) if kind is np.uint32 else col.astype(kind)
+            keys.append(key)
+        key = np.concatenate(keys) if keys else np.zeros(0, kind)
         if not key.size:
             return Cells(n_rows, empty, empty, np.zeros(0, np.float32), np.zeros(n_rows, np.float32))
         key.sort()
@@ -249,15 +360,18 @@ class Ngrams:
         first[0] = True
         np.not_equal(key[1:], key[:-1], out=first[1:])
         idx = np.flatnonzero(first)
-        counts = np.diff(np.append(idx, key.size)).astype(np.float32)
-        uniq = key[idx]
-        r = uniq // kind(n_cols)
-        c = uniq - r * kind(n_cols)
-        values = np.log(counts) + np.float32(1.0)  # sublinear tf
-        values *= idf[c]
-        starts = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+        counts = np.diff(idx, append=key.size)
+        uniq = key.take(idx)
+        # where each row's keys begin (n_rows binary searches), not a division per cell
+        bounds = np.searchsorted(uniq, np.append(row_key, kind(n_rows * n_cols)))
+        per_row = np.diff(bounds)
+        r = np.repeat(np.arange(n_rows, dtype=np.int32), per_row)
+        c = uniq - row_key.take(r)
+        values = _tf(counts)
+        values *= idf.take(c)
+        filled = per_row > 0
         norms = np.zeros(n_rows, dtype=np.float32)
-        norms[r[starts]] = np.sqrt(np.add.reduceat(values * values, starts))  # float32, as before
+        norms[filled] = np.sqrt(np.add.reduceat(values * values, bounds[:-1][filled]))  # float32, as before
         return Cells(n_rows, r, c, values, norms)
 
     def readable(self, doc: str, table: Table) -> list[tuple[str, int]]:

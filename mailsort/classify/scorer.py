@@ -39,8 +39,11 @@ class View:
 
     @cached_property
     def table(self) -> Table:
-        """The hash -> column lookup, built on first use (about 20 ms for 90,000 n-grams)."""
-        return Table(self.vocab)
+        """The hash -> column lookup, built on first use (about 20 ms for 90,000 n-grams).
+
+        Frequent n-grams (low idf) are placed first, in their home slots: most n-grams of a
+        message are then found by the first probe."""
+        return Table(self.vocab, np.argsort(self.idf, kind="stable"))
 
     def cells(self, docs: Sequence[str]) -> Cells:
         return self.ngrams.cells(docs, self.table, self.idf)
