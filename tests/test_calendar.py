@@ -149,3 +149,72 @@ def test_add_open_time_counts_only_open_time(t, minutes):
     due = CAL.add_open_time(t, timedelta(minutes=minutes))
     assert CAL.open_time_between(t, due) == timedelta(minutes=minutes)
     assert due.astimezone(MADRID).time() <= datetime(2000, 1, 1, 17, 30).time()
+
+
+# ------------------------------------------------------------------------------- the remembered answers
+# is_open, periods_from and add_open_time keep per-day UTC bounds and remember add_open_time's answers
+# per closed stretch. Held here to their plain definitions (fresh calendars, Python's own comparisons),
+# across DST changes, for moments in UTC, in a fixed offset and in the calendar's own zone (both folds).
+
+# every day, with bounds inside the hour that DST repeats or skips, several closed stretches a day, and
+# periods that touch across midnight; then the same, listed out of order
+ODD_HOURS = {i: (TimeRange(90, 165), TimeRange(8 * 60, 12 * 60), TimeRange(22 * 60, 24 * 60)) for i in range(7)}
+UNSORTED_HOURS = {i: (TimeRange(22 * 60, 24 * 60), TimeRange(8 * 60, 12 * 60), TimeRange(0, 165)) for i in range(7)}
+SANTIAGO = ZoneInfo("America/Santiago")  # turns its clocks back at midnight
+
+
+def plain_is_open(calendar: WorkCalendar, t: datetime) -> bool:
+    return any(p.start <= t < p.end for p in calendar.periods_on(t.astimezone(calendar.tz).date()))
+
+
+def plain_periods_from(calendar: WorkCalendar, t: datetime):
+    day, pending = t.astimezone(calendar.tz).date(), None
+    for offset in range(8):
+        for period in calendar.periods_on(day + timedelta(days=offset)):
+            if period.end <= t:
+                continue
+            if pending is not None and period.start <= pending.end:
+                pending = type(period)(pending.start, max(pending.end, period.end))
+                continue
+            if pending is not None:
+                yield pending
+            pending = period
+
+
+def moments_around(change: datetime, tz: ZoneInfo):
+    for minutes in range(-26 * 60, 26 * 60, 13):
+        u = change + timedelta(minutes=minutes, seconds=minutes % 7)
+        yield u
+        yield u.astimezone(timezone(timedelta(hours=-3)))
+        for fold in (0, 1):
+            yield u.astimezone(tz).replace(fold=fold)
+
+
+@pytest.mark.parametrize(("tz", "hours", "change"), [
+    (MADRID, ODD_HOURS, datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)),
+    (MADRID, ODD_HOURS, datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc)),
+    (MADRID, UNSORTED_HOURS, datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)),
+    (SANTIAGO, ODD_HOURS, datetime(2026, 4, 5, 3, 0, tzinfo=timezone.utc)),
+    (SANTIAGO, ODD_HOURS, datetime(2026, 9, 6, 4, 0, tzinfo=timezone.utc)),
+])
+def test_calendar_answers_are_the_plain_ones_around_dst_changes(tz, hours, change):
+    calendar = WorkCalendar(tz, hours)  # one calendar for all: what it remembers is used
+    for t in moments_around(change, tz):
+        assert calendar.is_open(t) == plain_is_open(calendar, t), t
+        got = [(repr(p.start), repr(p.end)) for _, p in zip(range(3), calendar.periods_from(t))]
+        assert got == [(repr(p.start), repr(p.end)) for _, p in zip(range(3), plain_periods_from(calendar, t))], t
+        for amount in (timedelta(minutes=1), timedelta(minutes=50), timedelta(hours=4), timedelta(hours=30)):
+            fresh = WorkCalendar(tz, hours).add_open_time(t, amount)  # nothing remembered yet
+            assert repr(calendar.add_open_time(t, amount)) == repr(fresh), (t, amount)
+
+
+def test_moment_answers_like_the_single_questions():
+    calendar = es_mc([Absence(date(2026, 12, 21), date(2027, 1, 8), "vacation")])
+    for text in ("2026-11-25T11:00:00+01:00", "2026-11-25T20:00:00+01:00", "2027-01-02T10:00:00+01:00"):
+        t = at(text)
+        moment = calendar.moment(t)
+        assert (moment.open, moment.absence, moment.next_opening) == (
+            calendar.is_open(t), calendar.absence_at(t), calendar.next_opening(t))
+        assert calendar.moment(t) is moment  # the same instant asked again: answered once
+    never = WorkCalendar(MADRID, NINE_TO_HALF_FIVE, absences=(Absence(date(2026, 1, 1), date(2035, 1, 1)),))
+    assert never.moment(at("2026-06-01T10:00:00+02:00")).next_opening is None
