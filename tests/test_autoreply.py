@@ -92,3 +92,29 @@ def test_a_reply_queued_for_later_counts_as_given():
 def test_min_days_zero_never_blocks_on_history():
     history = [("after_hours", NOW - timedelta(minutes=1))]
     assert may_auto_reply(message(), OWN, history, NOW, 0).allowed
+
+
+def test_answers_remembered_per_sender_follow_our_own_addresses():
+    """The address checks are remembered per (sender, reply address, Return-Path, own addresses)."""
+    msg = message(sender="Ops <ops@example.org>", date=NOW)
+    assert may_auto_reply(msg, ("me@example.org",), (), NOW, 4).allowed
+    refused = may_auto_reply(msg, ("me@example.org", "OPS+x@Example.org"), (), NOW, 4)
+    assert not refused.allowed and refused.robot and "one of our own addresses" in refused.reason
+    assert may_auto_reply(msg, ["me@example.org"], (), NOW, 4).allowed  # any iterable of addresses
+    assert not may_auto_reply(msg, (a for a in ["ops@example.org"]), (), NOW, 4).allowed
+
+
+def test_x_loop_needs_an_own_address_to_name():
+    msg = message(date=NOW, extra={"X-Loop": "me@example.org"})
+    assert not may_auto_reply(msg, OWN, (), NOW, 4).allowed
+    assert may_auto_reply(msg, (), (), NOW, 4).allowed
+
+
+@pytest.mark.parametrize("extra", [{"Auto-Submitted": "no"}, {"Precedence": "first-class"}, {"X-Auto-Response-Suppress": "RN"}])
+def test_a_robot_header_that_says_person_still_leaves_the_bounce_checks(extra):
+    bounce = may_auto_reply(message(sender="MAILER-DAEMON@mx.example", date=NOW, extra=extra), OWN, (), NOW, 4)
+    assert not bounce.allowed and bounce.robot and bounce.reason == "sent by mailer-daemon@mx.example: a bounce"
+    report = message(date=NOW, extra=extra, content_type="multipart/report; report-type=delivery-status; boundary=x",
+                     body="--x\r\nContent-Type: text/plain\r\n\r\nDelivery failed\r\n--x--")
+    assert "multipart/report" in may_auto_reply(report, OWN, (), NOW, 4).reason
+    assert may_auto_reply(message(date=NOW, extra=extra), OWN, (), NOW, 4).allowed

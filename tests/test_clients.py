@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailsort.clients import client_label, match_any, match_client
+from mailsort.clients import ClientIndex, client_label, match_any, match_client
 from mailsort.config import ClientConfig, LabelsConfig, parse_config
 
 ACME = ClientConfig("Acme", domains=("acme.example",))
@@ -55,3 +55,19 @@ def test_matching_clients_from_a_parsed_config():
     assert match_client("m.rossi@mail.example", config.clients).name == "Rossi"
     assert match_client("x@sub.acme.example", config.clients).name == "Acme"
     assert client_label(match_client("x@acme.example", config.clients), config.labels) == "Client/Acme"
+
+
+def test_client_index_answers_like_match_client():
+    """ClientIndex (what the policy uses) is match_client with dicts: the same client for every address."""
+    odd = (ClientConfig("Dup", domains=("shop.acme.example", "")), ClientConfig("Boss2", addresses=("boss@acme.example",)),
+           ClientConfig("Dot", domains=(".odd.example", "tail.")), ClientConfig("Top", domains=("example",)))
+    addresses = [f"{local}@{domain}" for local in ("boss", "ana", "Boss")
+                 for domain in ("acme.example", "shop.acme.example", "eu.shop.acme.example", "notacme.example",
+                                "example", "ACME.Example", "x.odd.example", ".odd.example", "odd.example", "tail.",
+                                "a.tail.", "acme.example.", "")]
+    addresses += ["", "not an address", '"Ana" <ana@eu.shop.acme.example>', "a@b@acme.example"]
+    for clients in (CLIENTS, CLIENTS[::-1], CLIENTS + odd, odd + CLIENTS, ()):
+        index = ClientIndex(clients)
+        for address in addresses:
+            assert index.match(address) is match_client(address, clients), (address, clients)
+        assert index.match_any(addresses) is match_any(addresses, clients)

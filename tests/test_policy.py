@@ -278,3 +278,37 @@ def test_default_table_matches_the_design():
     assert DEFAULT_RULES["routine_closed"].reply == "next_opening"
     assert DEFAULT_RULES["critical_closed"].notify and DEFAULT_RULES["critical_closed"].template == "critical_ack"
     assert all(DEFAULT_RULES[s].reply == "never" for s in ("critical_robot", "routine_robot", "critical_open", "routine_open"))
+
+
+# ------------------------------------------------------------------------------ what is remembered
+
+
+def test_what_one_settings_remembers_is_not_seen_by_another():
+    """The fixed actions and the client index are remembered per Settings object."""
+    plain = config()
+    renamed = parse_config({**_raw_config(), "labels": {"critical": "Urgent", "client_prefix": "C:"},
+                            "folders": {"later": "Tomorrow"}, "client": [{"name": "Rossi", "domains": ["client.example"]},
+                                                                         {"name": "Other", "domains": ["other.example"]}]})
+    for _ in range(2):  # asked twice: the second time from what the first remembered
+        a = run(label="critical", now=CLOSED, msg=message(date=CLOSED), cfg=plain)
+        b = run(label="critical", now=CLOSED, msg=message(date=CLOSED), cfg=renamed)
+        c = run(label="routine", now=CLOSED, msg=message(date=CLOSED, sender="x@other.example"), cfg=renamed)
+        assert [a.target for a in a.of_type("label")] == ["Critical", "Client/Rossi"]
+        assert [a.target for a in b.of_type("label")] == ["Urgent", "C:Rossi"]
+        assert [(a.type, a.target) for a in c.actions if a.type != "reply"] == [
+            ("label", "Routine"), ("label", "C:Other"), ("move", "Tomorrow")]
+
+
+def test_a_decision_is_an_ordinary_frozen_record():
+    """decide builds its Decision without __init__: it must still equal, hash and pickle like one built with it."""
+    import pickle
+    from dataclasses import FrozenInstanceError, fields
+
+    from mailsort.policy import Decision
+
+    d = run(label="critical", now=CLOSED, msg=message(date=CLOSED))
+    same = Decision(**{f.name: getattr(d, f.name) for f in fields(Decision)})
+    assert d == same and hash(d) == hash(same) and repr(d) == repr(same)
+    assert pickle.loads(pickle.dumps(d)) == d
+    with pytest.raises(FrozenInstanceError):
+        d.label = "routine"
