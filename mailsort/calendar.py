@@ -57,7 +57,7 @@ class WorkCalendar:
     # _gap_table(day, own_zone), remembered per own_zone and day (with add_open_time's answers: see there)
     _gaps: dict = field(default_factory=lambda: {False: {}, True: {}}, init=False, repr=False, compare=False)
     # the last moment() asked about, as (instant, Moment): a pass decides every message at the same `now`
-    _moment: list = field(default_factory=lambda: [None, None], init=False, repr=False, compare=False)
+    _moment: list = field(default_factory=lambda: [(None, None)], init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: CalendarConfig) -> "WorkCalendar":
@@ -146,17 +146,17 @@ class WorkCalendar:
     def moment(self, t: datetime) -> "Moment":
         """is_open, absence_at and next_opening of one instant, answered once for the instant asked about
         last: the policy asks them about the same `now` for every message of a pass."""
-        last = self._moment
+        asked, moment = self._moment[0]  # (instant, Moment), replaced as one: safe for threads too
         # identity, not equality: an equal instant in another zone (or the other side of a DST fold) is a
         # different datetime object, and the few questions it asks again cost less than telling them apart
-        if last[0] is not t:
+        if asked is not t:
             try:
                 opening: datetime | None = self.next_opening(t)
             except NeverOpenError:
                 opening = None
-            last[1] = Moment(self.is_open(t), self.absence_at(t), opening)
-            last[0] = t
-        return last[1]
+            moment = Moment(self.is_open(t), self.absence_at(t), opening)
+            self._moment[0] = (t, moment)
+        return moment
 
     def current_period(self, t: datetime) -> Period | None:
         for period in self.periods_from(t):
