@@ -7,7 +7,6 @@ both sides of a DST change. Public holidays come from the `holidays` package, ab
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -54,8 +53,6 @@ class WorkCalendar:
     _periods: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # periods_on(day) as (start, end) in UTC, remembered for the comparisons with instants of other zones
     _utc: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    # _gap_table(day, own_zone), remembered per own_zone and day (with add_open_time's answers: see there)
-    _gaps: dict = field(default_factory=lambda: {False: {}, True: {}}, init=False, repr=False, compare=False)
     # the last moment() asked about, as (instant, Moment): a pass decides every message at the same `now`
     _moment: list = field(default_factory=lambda: [(None, None)], init=False, repr=False, compare=False)
 
@@ -187,45 +184,7 @@ class WorkCalendar:
         return None
 
     def add_open_time(self, t: datetime, amount: timedelta) -> datetime:
-        """The instant at which `amount` of open time has passed since `t` (for reply deadlines).
-
-        From a closed moment, the answer is the same for every moment of that closed stretch (the count
-        starts at the next opening): remembered per stretch, with the day's periods, as the journal asks it
-        for every critical message, and most mail arrives while the calendar is closed."""
-        # The stretch is named by t's local day, whether t is in the calendar's own zone, and k: how many
-        # period bounds of that day and the next are at or before t. Every comparison periods_from makes
-        # between t and a bound follows from those (the bounds of later days are all after t), so moments
-        # with the same name get the same periods from it, and a closed one starts counting at the same
-        # opening: the answer is the same.
-        _check_aware(t)
-        own_zone = t.tzinfo is self.tz
-        bounds, open_at, known = self._gap_table(t.astimezone(self.tz).date(), own_zone)
-        k = bisect_right(bounds, t if own_zone else t.astimezone(timezone.utc))
-        if open_at[k]:
-            return self._add_open_time(t, amount)
-        due = known.get((k, amount))
-        if due is None:
-            due = known[k, amount] = self._add_open_time(t, amount)
-        return due
-
-    def _gap_table(self, day: date, own_zone: bool) -> tuple[list[datetime], tuple[bool, ...], dict]:
-        """The sorted bounds of the periods of `day` and the next day (a clock turned back across midnight
-        would put the start of the next day before moments of this one), compared as periods_from compares them
-        (wall clock in the calendar's own zone, instants in UTC otherwise); for each k, whether a moment with
-        k bounds at or before it is in one of those periods; and add_open_time's answers, by (k, amount)."""
-        tables = self._gaps[own_zone]
-        table = tables.get(day)
-        if table is None:
-            pairs = [(p.start, p.end) if own_zone else (start, end)
-                     for d in (day, day + timedelta(days=1)) for p, start, end in self.utc_periods_on(d)]
-            bounds = sorted(bound for pair in pairs for bound in pair)
-            # bound <= t exactly when bisect_right(bounds, bound) <= k
-            ranks = [(bisect_right(bounds, start), bisect_right(bounds, end)) for start, end in pairs]
-            open_at = tuple(any(a <= k < b for a, b in ranks) for k in range(len(bounds) + 1))
-            table = tables[day] = (bounds, open_at, {})
-        return table
-
-    def _add_open_time(self, t: datetime, amount: timedelta) -> datetime:
+        """The instant at which `amount` of open time has passed since `t` (for reply deadlines)."""
         remaining = amount
         for period in self.periods_from(t):
             start = max(period.start, t)

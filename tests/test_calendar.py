@@ -152,8 +152,8 @@ def test_add_open_time_counts_only_open_time(t, minutes):
 
 
 # ------------------------------------------------------------------------------- the remembered answers
-# is_open, periods_from and add_open_time keep per-day UTC bounds and remember add_open_time's answers
-# per closed stretch. Held here to their plain definitions (fresh calendars, Python's own comparisons),
+# is_open and periods_from compare with per-day UTC bounds (and add_open_time, through periods_from).
+# Held here to their plain definitions (fresh calendars, Python's own comparisons),
 # across DST changes, for moments in UTC, in a fixed offset and in the calendar's own zone (both folds).
 
 # every day, with bounds inside the hour that DST repeats or skips, several closed stretches a day, and
