@@ -33,35 +33,17 @@ def normalize_address(address: str) -> str:
 def match_client(address: str, clients: Sequence[ClientConfig]) -> ClientConfig | None:
     """The client an address belongs to: exact address first, then the most specific matching domain
     (the domain itself or any subdomain of it); None for a stranger."""
-    address = normalize_address(address)
-    if "@" not in address:
-        return None
-    for client in clients:
-        if address in client.addresses:
-            return client
-    domain = address.rpartition("@")[2]
-    best: tuple[int, ClientConfig] | None = None
-    for client in clients:
-        for candidate in client.domains:
-            if domain == candidate or domain.endswith("." + candidate):
-                if best is None or len(candidate) > best[0]:
-                    best = (len(candidate), client)
-    return best[1] if best else None
+    return ClientIndex(clients).match(address)
 
 
 def match_any(addresses: Sequence[str], clients: Sequence[ClientConfig]) -> ClientConfig | None:
     """The client for the first of several addresses (From, then Reply-To) that matches one."""
-    for address in addresses:
-        client = match_client(address, clients)
-        if client is not None:
-            return client
-    return None
+    return ClientIndex(clients).match_any(addresses)
 
 
 class ClientIndex:
-    """match_client and match_any for one list of clients, with its addresses and domains in dicts: the
-    policy asks for every message, and looping over every client's addresses and domains each time costs
-    more than the rest of finding the situation. Same answers as the functions above."""
+    """The clients' addresses and domains in dicts: the policy keeps one per config and asks it for every
+    message. When two clients list the same address or domain, the first one listed wins."""
 
     def __init__(self, clients: Sequence[ClientConfig]):
         self.by_address: dict[str, ClientConfig] = {}

@@ -57,8 +57,29 @@ def test_matching_clients_from_a_parsed_config():
     assert client_label(match_client("x@acme.example", config.clients), config.labels) == "Client/Acme"
 
 
-def test_client_index_answers_like_match_client():
-    """ClientIndex (what the policy uses) is match_client with dicts: the same client for every address."""
+def plain_match_client(address, clients):
+    """The definition, one client after the other: exact address first, then the longest matching domain
+    (the first client listed among equals). ClientIndex must answer the same."""
+    from mailsort.clients import normalize_address
+
+    address = normalize_address(address)
+    if "@" not in address:
+        return None
+    for client in clients:
+        if address in client.addresses:
+            return client
+    domain = address.rpartition("@")[2]
+    best = None
+    for client in clients:
+        for candidate in client.domains:
+            if (domain == candidate or domain.endswith("." + candidate)) and (best is None or len(candidate) > best[0]):
+                best = (len(candidate), client)
+    return best[1] if best else None
+
+
+def test_client_index_answers_like_the_plain_definition():
+    """ClientIndex (behind match_client and the policy) finds clients with dicts: the same client as the
+    plain walk over every client, for every address."""
     odd = (ClientConfig("Dup", domains=("shop.acme.example", "")), ClientConfig("Boss2", addresses=("boss@acme.example",)),
            ClientConfig("Dot", domains=(".odd.example", "tail.")), ClientConfig("Top", domains=("example",)))
     addresses = [f"{local}@{domain}" for local in ("boss", "ana", "Boss")
@@ -69,5 +90,7 @@ def test_client_index_answers_like_match_client():
     for clients in (CLIENTS, CLIENTS[::-1], CLIENTS + odd, odd + CLIENTS, ()):
         index = ClientIndex(clients)
         for address in addresses:
-            assert index.match(address) is match_client(address, clients), (address, clients)
-        assert index.match_any(addresses) is match_any(addresses, clients)
+            assert index.match(address) is plain_match_client(address, clients), (address, clients)
+            assert match_client(address, clients) is index.match(address)
+        first = next((c for c in (plain_match_client(a, clients) for a in addresses) if c is not None), None)
+        assert index.match_any(addresses) is match_any(addresses, clients) is first
