@@ -559,16 +559,16 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
         ctype = "text/plain"
     elif ctype.count("/") != 1:
         raise _NotSimple
-    disposition, disposition_params = _mime_value(found.get("content-disposition"))
     maintype = ctype.split("/")[0]
     if maintype == "message":
         raise _NotSimple  # mail-parser walks into attached messages; let it
-    if disposition == "attachment" and maintype != "multipart":
-        return  # an attachment: never body text
     if ctype not in _BODY_TYPES and maintype != "multipart":
-        if disposition not in ("", "inline"):
+        if not _quietly_not_text(found.get("content-disposition"), params):
             raise _NotSimple
         return  # an image, a PDF...: mail-parser keeps it out of the body text too
+    disposition, disposition_params = _mime_value(found.get("content-disposition"))
+    if disposition == "attachment" and maintype != "multipart":
+        return  # an attachment: never body text
     if params is None or disposition_params is None or disposition not in ("", "inline"):
         raise _NotSimple
     cte = found.get("content-transfer-encoding", "").strip().lower()
@@ -594,6 +594,28 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
         plain.append(text)
 
 
+def _quietly_not_text(disposition_value: str | None, params: dict[str, str] | None) -> bool:
+    """Whether mail-parser leaves a part that is no text (an image, a PDF...) out of the body text
+    without a trace: when it is inline or an attachment, or has a file name, which makes it an
+    attachment whatever its disposition says — as when a partial fetch cut the disposition short
+    ("attachm", or nothing after the colon). Otherwise mail-parser reads it as text, which may note
+    a defect (`params`: its Content-Type parameters, None when they are not plain)."""
+    if disposition_value is None:
+        return True
+    if disposition_value.strip():
+        disposition, disposition_params = _mime_value(disposition_value)
+        if disposition in ("inline", "attachment"):
+            return True
+    else:  # "Content-Disposition:" and nothing more: no file name there
+        disposition_params = {}
+    if params is None or disposition_params is None:
+        return False
+    # email's get_filename: the disposition's filename, else the type's name; a name in encoded words
+    # or in <> is read further by the stdlib and mail-parser: left to them
+    name = disposition_params["filename"] if "filename" in disposition_params else params.get("name", "")
+    return bool(name.strip()) and _ENCODED_WORD not in name and not name.startswith("<")
+
+
 def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tuple[tuple, dict[str, str], bytes]]:
     """The parts of a multipart body, each as (header fields, their `_content_fields`, body bytes),
     the way the stdlib's feedparser cuts them: a part ends before the line break that precedes the
@@ -617,6 +639,8 @@ def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tupl
         else:  # cut short (a partial fetch) or never closed
             chunk = body[line_end:]
             defects.add("CloseBoundaryNotFoundDefect")
+            if not chunk:
+                break  # the fetch ended right after this delimiter: an empty part, no text in it
         parts.append(_part(chunk, defects))
     return parts
 

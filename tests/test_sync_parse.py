@@ -108,6 +108,33 @@ def test_a_message_cut_inside_a_part_header_keeps_its_text():
     assert M.parse(raw).text == "the site is down"
 
 
+_CUT_PART = (b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n\r\nthe site is down\r\n--x\r\n")
+
+
+@pytest.mark.parametrize("tail", [
+    b"",  # cut right after the delimiter line: an empty part
+    b"Content-Type: image/png; name=\"shot.png\"\r\nContent-Disposition: attachm",  # the disposition cut short
+    b"Content-Type: application/pdf; name=invoice.pdf\r\nContent-Disposition:",  # cut after the colon
+    b"Content-Type: image/png\r\nContent-Disposition: form-data; filename=\"shot.png\"\r\n\r\niVBORw0KGgo",
+])
+def test_a_partial_fetch_cut_at_an_attachment_takes_the_fast_route_with_mail_parsers_answer(tail):
+    # a named part that is no text is an attachment for mail-parser whatever its disposition says
+    raw = _CUT_PART + tail
+    fast = M._fast_fields(raw)
+    assert fast is not None
+    assert asdict(M._message(fast)) == asdict(M._message(M._mailparser_fields(raw)))  # the defects too
+    assert M.parse(raw).text == "the site is down"
+
+
+@pytest.mark.parametrize("tail", [
+    b"Content-Type: image/png\r\nContent-Disposition: attachm",  # no name: mail-parser reads it as text
+    b"Content-Type: image/png; name=\"=?utf-8?q?x?=\"\r\nContent-Disposition:",  # an encoded name
+])
+def test_an_unnamed_or_encoded_part_with_an_odd_disposition_goes_to_mail_parser(tail):
+    assert M._fast_fields(_CUT_PART + tail) is None
+
+
 _atom = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789.-_+!#$%&'*/=?^`{|}~", min_size=1, max_size=8)
 _address = st.builds(lambda a, b: f"{a}@{b}", _atom, _atom)
 _phrase = st.lists(_atom, min_size=1, max_size=3).map(" ".join) | st.sampled_from(
