@@ -94,19 +94,21 @@ def _codepoints(text: str) -> np.ndarray:
 def _tf(counts: np.ndarray) -> np.ndarray:
     """1 + log(count) (sublinear tf) in float32."""
     if counts.size and counts.max() < len(_TF):
-        return _TF.take(counts)
+        return _TF[counts]
     return np.log(counts.astype(np.float32)) + np.float32(1.0)
 
 
 class Table:
     """Open-addressing (linear probing) map from 64-bit hash to column, vectorised.
 
-    Sized for a load factor of at most 1/2: the slots (8-byte keys, 4-byte columns) then fit in
-    a core's cache next to the rest of a batch, where 1/4 spent more time on cache misses than it
-    saved on probes. `order` (optional, a permutation of the columns) places columns in that
-    order, so that those listed first sit in their home slot: given the columns by falling
-    document frequency, most n-grams of a text are found by the first probe.
+    A slot is a (key, column) record, so one gather reads both (one cache line per n-gram where
+    two arrays took two). Sized for a load factor of at most 1/2: a quarter took more time in
+    cache misses than it saved in probes. `order` (optional, a permutation of the columns) places
+    columns in that order, so that those listed first sit in their home slot: given the columns
+    by falling document frequency, most n-grams of a text are found by the first probe.
     """
+
+    SLOT = np.dtype([("key", np.uint64), ("col", np.int32)], align=True)
 
     def __init__(self, vocab: np.ndarray, order: np.ndarray | None = None) -> None:
         vocab = np.asarray(vocab, dtype=np.uint64)
@@ -114,8 +116,9 @@ class Table:
         size = 1 << bits
         self.shift = np.uint64(64 - bits)
         self.mask = size - 1
-        self.keys = np.zeros(size, dtype=np.uint64)
-        self.cols = np.full(size, -1, dtype=np.int32)
+        self.slots = np.zeros(size, dtype=self.SLOT)
+        self.keys, self.cols = self.slots["key"], self.slots["col"]  # views
+        self.cols[:] = -1
         pos = ((vocab * _MIX) >> self.shift).astype(np.int64)
         pending = np.arange(len(vocab), dtype=np.int64) if order is None else np.asarray(order, np.int64)
         while pending.size:
@@ -135,37 +138,40 @@ class Table:
         if self.cols[0] == -1:
             self.keys[0] = 1
 
-    def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index into `h`, column) of the hashes that are in the vocabulary, in no set order."""
+    def search(self, h: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(column, found) for each hash: `found` where it is in the vocabulary (and `valid`,
+        when given: the others are not looked up further), `column` meaningful there only.
+
+        Whole-length arrays and a mask, not lists of indices: a gather per index list (numpy's
+        take) cost more than the arithmetic of hashing.
+        """
         pos = h * _MIX
         pos >>= self.shift
         pos = pos.view(np.int64)  # < 2**bits: the same numbers, no conversion pass
-        hit = self.keys.take(pos) == h
-        at = np.flatnonzero(hit)
-        found_at, found_col = [at], [self.cols.take(pos.take(at))]
-        # not in its home slot: probe on where that slot is taken (an empty one ends the search;
+        slot = self.slots[pos]
+        found = slot["key"] == h
+        if valid is not None:
+            found &= valid
+        col = slot["col"]
+        # not in its home slot: probe on while the slot is taken (an empty one ends the search;
         # from the second probe on, a hash can equal an empty slot's key: its column -1 drops it)
-        todo = np.flatnonzero(~hit)
-        p = pos.take(todo)
+        todo = np.flatnonzero(~found if valid is None else valid > found)
+        p = pos[todo]
         while todo.size:
-            taken = self.cols.take(p) >= 0
+            taken = self.cols[p] >= 0
             todo, p = todo[taken], (p[taken] + 1) & self.mask
-            hit = self.keys.take(p) == h.take(todo)
-            found_at.append(todo[hit])
-            found_col.append(self.cols.take(p[hit]))
+            c = self.cols[p]
+            hit = (self.keys[p] == h[todo]) & (c >= 0)
+            col[todo[hit]] = c[hit]
+            found[todo[hit]] = True
             todo, p = todo[~hit], p[~hit]
-        if len(found_at) > 1:
-            at, col = np.concatenate(found_at), np.concatenate(found_col)
-            keep = col >= 0
-            return (at, col) if keep.all() else (at[keep], col[keep])
-        return found_at[0], found_col[0]
+        return col, found
 
     def lookup(self, h: np.ndarray) -> np.ndarray:
         """Column of each hash, -1 when it is not in the vocabulary."""
-        out = np.full(len(h), -1, dtype=np.int32)
-        at, col = self.find(h)
-        out[at] = col
-        return out
+        col, found = self.search(h)
+        col[~found] = -1
+        return col
 
 
 def doc_chunks(docs: Sequence[str]) -> list[slice]:
@@ -187,7 +193,8 @@ class Cells:
     """The non-zero TF-IDF cells of a batch of documents, before the l2 norm.
 
     `rows` ascending and, within a row, `cols` ascending (canonical CSR order); `values` are
-    (1 + log count) * idf in float32; `norms` is the l2 norm of each row (0 for an empty row).
+    (1 + log count) * idf in float32; `norms` is the l2 norm of each row (0 for an empty row);
+    `per_row` (optional) the number of cells of each row.
     """
 
     n_rows: int
@@ -195,10 +202,13 @@ class Cells:
     cols: np.ndarray
     values: np.ndarray
     norms: np.ndarray
+    per_row: np.ndarray | None = None
 
     def normalised(self) -> np.ndarray:
         """The values divided by their row's norm: TfidfVectorizer's numbers."""
-        return self.values / self.norms[self.rows]
+        if self.per_row is None:
+            return self.values / self.norms[self.rows]
+        return self.values / np.repeat(self.norms, self.per_row)  # a copy per run, not a gather
 
 
 @dataclass(frozen=True)
@@ -215,54 +225,61 @@ class Ngrams:
             doc = strip_accents(doc)
         return " " + " ".join(doc.split()) + " "
 
-    def _batch(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Code points of the prepared `docs` joined, each followed by a sentinel, and the row of
-        each code point: `prepare` for a whole batch, with numpy instead of a split and a join
-        per document (a tenth of the scoring time, most often for nothing: `text.document`
-        already collapses whitespace). The n-grams are those of `prepare`'s texts; the one
-        difference, an empty document padded by one space instead of two, has none either way.
+    def _batch(self, docs: Sequence[str], tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Code points of the prepared `docs` joined, each followed by a sentinel, and for each
+        code point its document's tag (`tags[i]` for `docs[i]`).
+
+        This is `prepare` for a whole batch, with numpy instead of a split and a join per
+        document (a tenth of the scoring time, most often for nothing: `text.document` already
+        collapses whitespace). The n-grams are those of `prepare`'s texts; the one difference,
+        an empty document padded by one space instead of two, has none either way.
         """
         if self.strip_accents:  # NFKD here (the marks go below), as `text.strip_accents` does
             docs = [d if d.isascii() else unicodedata.normalize("NFKD", d) for d in docs]
         # the separators are spaces and a sentinel, which NFKD and the steps below leave alone
         cp = _codepoints(" " + " \x00 ".join(docs) + " \x00")
-        row = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) + 3 for d in docs])
-        kind = _kinds().take(np.minimum(cp, 0xFFFF))
+        tag = np.repeat(tags, [len(d) + 3 for d in docs])
+        kind = _kinds()[np.minimum(cp, 0xFFFF, dtype=np.intp)]
         if kind.any():  # rare: marks to strip or whitespace other than " "
             if self.strip_accents:
                 keep = (kind & _MARK) == 0
-                cp, row, kind = cp[keep], row[keep], kind[keep]
+                cp, tag, kind = cp[keep], tag[keep], kind[keep]
             cp = np.where((kind & _ODD_SPACE) != 0, np.uint32(_SPACE), cp)
         space = cp == _SPACE
         run = space[1:] & space[:-1]
         if run.any():  # a run of whitespace: its first character stands for it
             keep = np.concatenate(([True], ~run))
-            cp, row = cp[keep], row[keep]
-        return cp, row
+            cp, tag = cp[keep], tag[keep]
+        return cp, tag
 
-    def _blocks(self, cp: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray]]:
-        """(n, start, end, hash) of the n-grams of the joined, prepared text `cp` (code points),
-        one block per n, starts ascending. `end` (exclusive) is given for word n-grams only,
-        which may span two documents (callers drop those); character n-grams never do (a
-        sentinel is a break, and breaks only begin or end them).
+    def _blocks(
+        self, cp: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray]]:
+        """(n, start, end, valid, hash) of the n-grams of the joined, prepared text `cp` (code
+        points), one block per n, starts ascending.
+
+        Character n-grams: the hash of the n characters from every position (`start` None: the
+        position is the index), `valid` where they form an n-gram. Word n-grams: `start` and
+        `end` (exclusive) of each run of n words; they may span two documents (callers drop
+        those); character n-grams never do (a sentinel is a break, and breaks only begin or end
+        them).
 
         The hash of text[l:r] is sum((c_j + 1) * P**(r-1-j)) mod 2**64, xor n << 56. Character
         n-grams are hashed incrementally (h_n[i] = h_(n-1)[i] * P + c_(i+n-1) + 1: two passes
         per n); word hashes come from prefix sums S[k] = sum_{j<k} (c_j+1) * P^-j, as
-        P^(r-1) * (S[r] - S[l]) is the same number for text[l:r] whatever its length. A block at
-        a time keeps a batch's temporary arrays a quarter of the size.
+        P^(r-1) * (S[r] - S[l]) is the same number for text[l:r] whatever its length.
         """
         lo, hi = self.ngram_range
         n = len(cp)
         if self.analyzer == "word":
-            brk = ~_word_chars()[np.minimum(cp, 0xFFFF)]  # tokens are runs of \\w characters
+            brk = ~_word_chars()[np.minimum(cp, 0xFFFF, dtype=np.intp)]  # tokens are runs of \\w characters
             prev = np.concatenate(([True], brk[:-1]))
             nxt = np.concatenate((brk[1:], [True]))
             begins = np.flatnonzero(~brk & prev)
             ends = np.flatnonzero(~brk & nxt) + 1
             s = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * _powers(n, _P_INV), out=s[1:])
-            wh = _powers(n, _P).take(ends - 1) * (s.take(ends) - s.take(begins))  # each word
+            wh = _powers(n, _P)[ends - 1] * (s[ends] - s[begins])  # each word
             for k in range(lo, hi + 1):
                 m = len(begins) - k + 1
                 if m <= 0:
@@ -271,7 +288,7 @@ class Ngrams:
                 for j in range(1, k):  # combine word hashes, so punctuation between is ignored
                     acc = acc * np.uint64(_P) + wh[j : j + m]
                 acc ^= np.uint64(k << 56)
-                yield k, begins[:m], ends[k - 1 :], acc
+                yield k, begins[:m], ends[k - 1 :], None, acc
             return
         nb = cp != _SPACE  # breaks are spaces and sentinels
         nb &= cp != _SENTINEL
@@ -292,15 +309,12 @@ class Ngrams:
                 continue
             # char_wb: no break strictly inside; bigrams: not two breaks; unigrams: word characters
             if k > 2:
-                ok = inner
+                valid = inner
             elif k == 2:
-                ok = nb[:-1] | nb[1:]
+                valid = nb[:-1] | nb[1:]
             else:
-                ok = nb
-            at = np.flatnonzero(ok)
-            h = hk.take(at)
-            h ^= np.uint64(k << 56)
-            yield k, at, None, h
+                valid = nb
+            yield k, None, None, valid, hk ^ np.uint64(k << 56)
 
     def hash(
         self, texts: list[str], positions: bool = False
@@ -310,13 +324,14 @@ class Ngrams:
         joined = "\x00".join(texts) + "\x00"
         row_of = np.repeat(np.arange(len(texts), dtype=np.int32), [len(t) + 1 for t in texts])
         rows, hashes, starts, lens = [], [], [], []
-        for k, at, end, h in self._blocks(_codepoints(joined)):
-            r = row_of.take(at)
-            if end is None:
-                span = np.full(len(at), k, dtype=np.int64)
+        for k, start, end, valid, h in self._blocks(_codepoints(joined)):
+            if start is None:  # character n-grams
+                at = np.flatnonzero(valid)
+                h, r, span = h[at], row_of[at], np.full(len(at), k, dtype=np.int64)
             else:  # a word n-gram must lie in one document
-                same = r == row_of.take(end - 1)
-                at, h, r, span = at[same], h[same], r[same], (end - at)[same]
+                r = row_of[start]
+                same = r == row_of[end - 1]
+                at, h, r, span = start[same], h[same], r[same], (end - start)[same]
             rows.append(r)
             hashes.append(h)
             starts.append(at)
@@ -335,23 +350,23 @@ class Ngrams:
         """The TF-IDF cells of `docs` (raw documents: this prepares them) over the vocabulary
         whose lookup table and idf are given."""
         n_rows, n_cols = len(docs), len(idf)
-        empty = np.zeros(0, np.int32)
+        empty = np.zeros(0, np.intp)
         if not n_rows:
             return Cells(0, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
         # one sortable key per (row, column) found; 32 bits when they fit: sorting is the main cost
         kind = np.uint32 if n_rows * n_cols < 2**32 else np.int64
         row_key = np.arange(n_rows, dtype=kind) * kind(n_cols)  # the key of (row, column 0)
-        cp, row = self._batch(docs)
+        cp, base = self._batch(docs, row_key)  # base: per character, its row's key
         keys = []
-        for _, at, end, h in self._blocks(cp):
-            found, col = table.find(h)
-            r = row.take(at.take(found))
-            if end is not None:  # a word n-gram must lie in one document
-                same = r == row.take(end.take(found) - 1)
-                r, col = r[same], col[same]
-            key = row_key.take(r)
-            key += col.view(np.uint32) if kind is np.uint32 else col.astype(kind)
-            keys.append(key)
+        for _, start, end, valid, h in self._blocks(cp):
+            col, found = table.search(h, valid)
+            if start is None:
+                key = base[: len(h)] + (col.view(np.uint32) if kind is np.uint32 else col)
+            else:
+                key = base[start]
+                found &= key == base[end - 1]  # a word n-gram must lie in one document
+                key += col.view(np.uint32) if kind is np.uint32 else col
+            keys.append(key[found])
         key = np.concatenate(keys) if keys else np.zeros(0, kind)
         if not key.size:
             return Cells(n_rows, empty, empty, np.zeros(0, np.float32), np.zeros(n_rows, np.float32))
@@ -361,18 +376,19 @@ class Ngrams:
         np.not_equal(key[1:], key[:-1], out=first[1:])
         idx = np.flatnonzero(first)
         counts = np.diff(idx, append=key.size)
-        uniq = key.take(idx)
+        uniq = key[idx]
         # where each row's keys begin (n_rows binary searches), not a division per cell
         bounds = np.searchsorted(uniq, np.append(row_key, kind(n_rows * n_cols)))
         per_row = np.diff(bounds)
-        r = np.repeat(np.arange(n_rows, dtype=np.int32), per_row)
-        c = uniq - row_key.take(r)
-        values = _tf(counts)
-        values *= idf.take(c)
+        rows = np.repeat(np.arange(n_rows), per_row)
+        cols = np.subtract(uniq, np.repeat(row_key, per_row), dtype=np.intp)  # index-ready
+        values = idf[cols]  # times a tf of 1 (most cells): exactly the idf
+        repeated = np.flatnonzero(counts > 1)
+        values[repeated] *= _tf(counts[repeated])
         filled = per_row > 0
         norms = np.zeros(n_rows, dtype=np.float32)
         norms[filled] = np.sqrt(np.add.reduceat(values * values, bounds[:-1][filled]))  # float32, as before
-        return Cells(n_rows, r, c, values, norms)
+        return Cells(n_rows, rows, cols, values, norms, per_row)
 
     def readable(self, doc: str, table: Table) -> list[tuple[str, int]]:
         """The n-grams of one document that are in the vocabulary (as text), with their column."""

@@ -52,8 +52,9 @@ class View:
         """This view's share of the log-odds of each document."""
         cells = self.cells(docs)
         # normalised in float32 first, as the pipeline's features are: same numbers to 1e-15
-        return np.bincount(cells.rows, weights=cells.normalised() * self.coef[cells.cols],
-                           minlength=cells.n_rows)
+        weights = self.coef[cells.cols]
+        weights *= cells.normalised()
+        return np.bincount(cells.rows, weights=weights, minlength=cells.n_rows)
 
 
 @dataclass(eq=False)

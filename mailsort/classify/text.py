@@ -182,7 +182,9 @@ def _signature_start(lines: list[str]) -> int:
         t = lines[j].strip()
         if t:
             count += 1
-            if count > _SIG_LINES or len(t) > _SIG_LINE_CHARS or t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")):
+            if (count > _SIG_LINES or len(t) > _SIG_LINE_CHARS
+                    # (only "P" and "p" lower-case to a "p": the cheap test first)
+                    or (t[0] in "pP" and t.lower().startswith(("p.s", "ps:", "ps ", "pd:", "p.d")))):
                 return j  # lines[j:] is no signature block: i = j - 1 fails, i = j holds
     return 0
 
@@ -197,7 +199,9 @@ def _cut_signature(lines: list[str]) -> list[str]:
         if not line or line.isspace():
             continue  # every mark below needs a letter, a dash or a rule
         if (line.startswith("--") and _SIG_DELIMITER.match(line)) or (
-            (len(line) <= _SIGNOFF_CHARS or len(line.strip()) <= _SIGNOFF_CHARS) and _SIGNOFF.match(line)
+            (len(line) <= _SIGNOFF_CHARS or len(line.strip()) <= _SIGNOFF_CHARS)
+            and len(line.split(None, 1)) == 2  # every footer has two words or more
+            and _SIGNOFF.match(line)
         ):
             return lines[:i]
         if seen_text and i >= soft_from:
