@@ -748,7 +748,8 @@ _BLOCK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|p|div|tr|li|h\d)\b[^>]*>", re
 _DROP = re.compile(r"<\s*(script|style|head)\b.*?<\s*/\s*\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]+>")
 _BLANKS = re.compile(r"[ \t\xa0]+")
-_EMPTY_LINES = re.compile(r"\n{3,}")
+_EMPTY_LINES = re.compile(r"\n\n\n+")  # = \n{3,}, but spelt so that the regex engine can look for "\n\n\n"
+# as a plain string instead of trying a match at every character (a fifth of html_to_text's time)
 
 
 def html_to_text(markup: str) -> str:
