@@ -86,6 +86,7 @@ class _Scorer:
             else np.array(identifier.tk_nextmove, dtype=np.int64)
         self.rowbase = np.array(identifier._rowbase, dtype=np.int64)
         self.output = np.array(identifier.tk_output, dtype=np.int64)
+        self.emits = np.append(self.output, -1).astype(np.int32)  # the feature each state emits (-1: none)
         # gathered thousands of rows at a time: C order keeps a row's numbers together (py3langid's
         # table is in Fortran order, where they are 400 KB apart: a third of the scoring time)
         self.table = np.ascontiguousarray(identifier.nb_ptc, dtype=np.float32)
@@ -107,20 +108,20 @@ class _Scorer:
         features: list = []
         states = np.zeros(n, dtype=np.int64)
         if walking:
-            matrix = np.zeros((walking, n), dtype=np.int64)  # byte j of the i-th longest text
-            for column, i in enumerate(order):
-                if ordered[column] == 0:
-                    break
-                row = np.frombuffer(encoded[i], dtype=np.uint8, count=min(len(encoded[i]), walking))
-                matrix[:len(row), column] = row
+            # byte j of the i-th longest text at [j, i] (zeros past its end are never read): the texts
+            # cut or padded to one length and joined make it in one go
+            rows = b"".join([encoded[i][:walking].ljust(walking, b"\0") for i in order.tolist()])
+            matrix = np.frombuffer(rows, dtype=np.uint8).reshape(n, walking).T.copy()
             active = np.searchsorted(-ordered, -np.arange(walking), side="right")  # texts longer than j
-            visited = np.full((walking, n), -1, dtype=np.int64)  # the state of each text after byte j
+            # the state of each text after byte j - 1 in row j (row 0: the start; -1: the text has ended)
+            visited = np.full((walking + 1, n), -1, dtype=np.int32)
+            visited[0] = 0
             moves, rowbase = self.moves, self.rowbase
             for j in range(walking):
                 k = active[j]
-                states[:k] = visited[j, :k] = moves[rowbase[states[:k]] + matrix[j, :k]]
-            emitted = self.output[visited]
-            emitted[visited < 0] = -1
+                visited[j + 1, :k] = moves[rowbase[visited[j, :k]] + matrix[j, :k]]
+            states = visited[walking].astype(np.int64)  # where the texts still walking are (see the tails)
+            emitted = self.emits[visited[1:]]  # (an ended text's -1 picks the -1 at the end of `emits`)
             where = np.nonzero(emitted >= 0)
             texts.append(order[where[1]])
             features.append(emitted[where])
@@ -151,7 +152,8 @@ class _Scorer:
         if texts.size:
             keys, counts = np.unique(texts * len(self.output) + features, return_counts=True)
             texts, features = np.divmod(keys, len(self.output))
-            weighted = np.log1p(counts.astype(np.float32))[:, None] * self.table[features]
+            weighted = self.table.take(features, axis=0)
+            weighted *= np.log1p(counts.astype(np.float32))[:, None]
             starts = np.flatnonzero(np.concatenate(([True], texts[1:] != texts[:-1])))
             out[texts[starts]] = np.add.reduceat(weighted, starts, axis=0) + idf.nb_pc
         for i, j in idf._alias_pairs:
