@@ -241,3 +241,68 @@ def test_signature_shortcuts_are_implied_by_the_patterns() -> None:
     assert not text._CLOSING.match(closing + " Jr")
     for ch in text._RULE_CHARS:
         assert clean_body(f"Il sito è giù.\n \u2003{ch} {ch}\nAnna\n+39 02 1234") == "Il sito è giù."
+
+
+def _first_letters(items) -> tuple[set, bool]:
+    """The literal characters a match of the parsed sequence can start with (None: something
+    other than a literal), and whether it can match the empty string."""
+    from re import _constants as c
+
+    out: set = set()
+    for op, av in items:
+        if op is c.LITERAL:
+            first, empty = {av}, False
+        elif op is c.SUBPATTERN:
+            first, empty = _first_letters(av[3].data)
+        elif op is c.BRANCH:
+            first, empty = set(), False
+            for alternative in av[1]:
+                f, e = _first_letters(alternative.data)
+                first, empty = first | f, empty or e
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            first, empty = _first_letters(av[2].data)
+            empty = empty or av[0] == 0
+        elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            first, empty = set(), True
+        else:
+            first, empty = {None}, False
+        out |= first
+        if not empty:
+            return out, False
+    return out, True
+
+
+def test_first_letter_lookaheads_admit_every_alternative() -> None:
+    """_SIGNOFF and _CLOSING start with a lookahead on the first letter of their alternatives, so
+    that most lines fail at once: it must admit every letter an alternative can start with, in
+    every case form the regex engine accepts for it."""
+    import re
+    from re import _constants as c
+    from re import _parser
+
+    from mailsort.classify import text
+
+    every = "".join(chr(n) for n in range(0x110000) if not 0xD800 <= n < 0xE000)
+    checked = 0
+    for rx in (text._SIGNOFF, text._CLOSING):
+        looks = iter(re.findall(r"\(\?=(\[[^\]]*\])\)", rx.pattern))
+
+        def walk(items) -> None:
+            nonlocal checked
+            items = list(items)
+            for i, (op, av) in enumerate(items):
+                if op is c.ASSERT and av[0] == 1:
+                    firsts, _ = _first_letters([items[i + 1]])
+                    assert None not in firsts
+                    letters = set(re.findall("|".join(re.escape(chr(f)) for f in firsts), every, rx.flags))
+                    admitted = set(re.findall(next(looks), every, rx.flags))
+                    assert letters <= admitted, sorted(letters - admitted)
+                    checked += 1
+                elif op is c.BRANCH:
+                    for alternative in av[1]:
+                        walk(alternative.data)
+                elif op is c.SUBPATTERN:
+                    walk(av[3].data)
+
+        walk(_parser.parse(rx.pattern, rx.flags).data)
+    assert checked == 3

@@ -38,8 +38,7 @@ _SENTINEL = 0  # separates documents in a batch
 CHUNK_CHARS = 400_000  # characters hashed at a time: bounds memory, feeds the threads
 THREADS = 2  # numpy releases the GIL in the heavy steps; two cores is the target machine
 _WORD = re.compile(r"\w+")
-_word_table: list[np.ndarray] = []
-_ODD_SPACE, _MARK = np.uint8(1), np.uint8(2)
+_ODD_SPACE, _MARK, _WORD_CHAR = np.uint8(1), np.uint8(2), np.uint8(4)
 _kind_table: list[np.ndarray] = []
 # 1 + log(count) in float32 for small counts: a lookup instead of a log per cell (np.log gives
 # the same float32 for a value wherever it sits in an array, so the numbers do not change)
@@ -47,29 +46,26 @@ _TF = np.log(np.arange(256, dtype=np.float32)[1:])
 _TF = np.concatenate(([np.float32(0)], _TF + np.float32(1.0)))
 
 
-def _word_chars() -> np.ndarray:
-    """Which code points of the BMP are word characters (regex \\w); built once, on demand."""
-    if not _word_table:
-        chars = "".join(map(chr, range(0x10000)))
-        table = np.zeros(0x10000, dtype=bool)
-        for m in _WORD.finditer(chars):
-            table[m.start() : m.end()] = True
-        _word_table.append(table)
-    return _word_table[0]
-
-
 def _kinds() -> np.ndarray:
-    """What preparing a batch must look at, per BMP code point (no whitespace and no mark of
-    COMBINING_RANGES lies above it): _ODD_SPACE for whitespace other than " " (str.split()
-    splits on all of it), _MARK for the combining marks `text.strip_accents` removes. Built once,
-    on demand."""
+    """What the n-grams need to know of each BMP code point (no whitespace and no mark of
+    COMBINING_RANGES lies above it; other code points are read as U+FFFF, neither): _ODD_SPACE
+    for whitespace other than " " (str.split() splits on all of it), _MARK for the combining
+    marks `text.strip_accents` removes, _WORD_CHAR for a word character (regex \\w). One table,
+    so that a batch is looked up once for all three. Built once, on demand."""
     if not _kind_table:
+        chars = "".join(map(chr, range(0x10000)))
         table = np.zeros(0x10000, dtype=np.uint8)
-        table[[c for c in range(0x10000) if c != _SPACE and chr(c).isspace()]] = _ODD_SPACE
+        for m in _WORD.finditer(chars):
+            table[m.start() : m.end()] = _WORD_CHAR
+        table[[c for c in range(0x10000) if c != _SPACE and chars[c].isspace()]] |= _ODD_SPACE
         for lo, hi in COMBINING_RANGES:
             table[lo : hi + 1] |= _MARK
         _kind_table.append(table)
     return _kind_table[0]
+
+
+def _kinds_of(cp: np.ndarray) -> np.ndarray:
+    return _kinds()[np.minimum(cp, 0xFFFF, dtype=np.intp)]  # index-ready in the same pass
 
 
 _pow_cache: dict[int, np.ndarray] = {}
@@ -225,9 +221,10 @@ class Ngrams:
             doc = strip_accents(doc)
         return " " + " ".join(doc.split()) + " "
 
-    def _batch(self, docs: Sequence[str], tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _batch(self, docs: Sequence[str], tags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Code points of the prepared `docs` joined, each followed by a sentinel, and for each
-        code point its document's tag (`tags[i]` for `docs[i]`).
+        code point its document's tag (`tags[i]` for `docs[i]`) and, for a word view, its kind
+        (see `_kinds`: looked up here already).
 
         This is `prepare` for a whole batch, with numpy instead of a split and a join per
         document (a tenth of the scoring time, most often for nothing: `text.document` already
@@ -239,24 +236,28 @@ class Ngrams:
         # the separators are spaces and a sentinel, which NFKD and the steps below leave alone
         cp = _codepoints(" " + " \x00 ".join(docs) + " \x00")
         tag = np.repeat(tags, [len(d) + 3 for d in docs])
-        kind = _kinds()[np.minimum(cp, 0xFFFF, dtype=np.intp)]
-        if kind.any():  # rare: marks to strip or whitespace other than " "
+        kind = _kinds_of(cp)
+        odd = kind & (_MARK | _ODD_SPACE)
+        kind = kind if self.analyzer == "word" else None
+        if odd.any():  # marks to strip, whitespace other than " " (a space then: no word either)
             if self.strip_accents:
-                keep = (kind & _MARK) == 0
-                cp, tag, kind = cp[keep], tag[keep], kind[keep]
-            cp = np.where((kind & _ODD_SPACE) != 0, np.uint32(_SPACE), cp)
+                keep = (odd & _MARK) == 0
+                cp, tag, odd = cp[keep], tag[keep], odd[keep]
+                kind = None if kind is None else kind[keep]
+            cp = np.where((odd & _ODD_SPACE) != 0, np.uint32(_SPACE), cp)
         space = cp == _SPACE
         run = space[1:] & space[:-1]
         if run.any():  # a run of whitespace: its first character stands for it
             keep = np.concatenate(([True], ~run))
             cp, tag = cp[keep], tag[keep]
-        return cp, tag
+            kind = None if kind is None else kind[keep]
+        return cp, tag, kind
 
     def _blocks(
-        self, cp: np.ndarray
+        self, cp: np.ndarray, kind: np.ndarray | None = None
     ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray]]:
         """(n, start, end, valid, hash) of the n-grams of the joined, prepared text `cp` (code
-        points), one block per n, starts ascending.
+        points; `kind`, see `_kinds`, when known), one block per n, starts ascending.
 
         Character n-grams: the hash of the n characters from every position (`start` None: the
         position is the index), `valid` where they form an n-gram. Word n-grams: `start` and
@@ -272,7 +273,7 @@ class Ngrams:
         lo, hi = self.ngram_range
         n = len(cp)
         if self.analyzer == "word":
-            brk = ~_word_chars()[np.minimum(cp, 0xFFFF, dtype=np.intp)]  # tokens are runs of \\w characters
+            brk = ((_kinds_of(cp) if kind is None else kind) & _WORD_CHAR) == 0  # words: runs of \\w
             prev = np.concatenate(([True], brk[:-1]))
             nxt = np.concatenate((brk[1:], [True]))
             begins = np.flatnonzero(~brk & prev)
@@ -356,9 +357,9 @@ class Ngrams:
         # one sortable key per (row, column) found; 32 bits when they fit: sorting is the main cost
         kind = np.uint32 if n_rows * n_cols < 2**32 else np.int64
         row_key = np.arange(n_rows, dtype=kind) * kind(n_cols)  # the key of (row, column 0)
-        cp, base = self._batch(docs, row_key)  # base: per character, its row's key
+        cp, base, kind_of = self._batch(docs, row_key)  # base: per character, its row's key
         keys = []
-        for _, start, end, valid, h in self._blocks(cp):
+        for _, start, end, valid, h in self._blocks(cp, kind_of):
             col, found = table.search(h, valid)
             if start is None:
                 key = base[: len(h)] + (col.view(np.uint32) if kind is np.uint32 else col)

@@ -18,19 +18,22 @@ MAX_BODY_CHARS = 3000
 
 # --- quoted history ---------------------------------------------------------------------------
 
-# A line that opens quoted history: everything from it on is the old thread.
+# A line that opens quoted history: everything from it on is the old thread. (The gaps are
+# greedy: only whether a line matches is used, and a header's last word is near its end, where
+# backtracking finds it in a few steps; lazy gaps tried each position from the left, a fifth of
+# the cleaning time.)
 _QUOTE_HEADER = re.compile(
     r"""^\s*(?:
-        on\s.{0,200}?\bwrote:                                   # en: On Mon, 3 Jun, Ann <a@b> wrote:
-      | il\sgiorno\s.{0,200}?\bha\sscritto:                     # it
-      | il\s.{0,120}?\bha\sscritto:                             # it (short form)
-      | el\s.{0,200}?\bescribi[oó]:                             # es
-      | em\s.{0,200}?\bescreveu:                                # pt
-      | le\s.{0,200}?\ba\s[ée]crit\s?:                          # fr
-      | am\s.{0,200}?\bschrieb\s.{0,100}?:                      # de
-      | .{0,200}?\bschrieb:                                     # de (Name schrieb:)
-      | .{0,200}?<[^<>@\s]+@[^<>\s]+>\s*(?:написал|написала|пишет)?\s*:   # ru: 3 июня, Иван <a@b>:
-      | .{0,200}?\b(?:написал|написала|пишет)\s*:               # ru without address
+        on\s.{0,200}\bwrote:                                  # en: On Mon, 3 Jun, Ann <a@b> wrote:
+      | il\sgiorno\s.{0,200}\bha\sscritto:                    # it
+      | il\s.{0,120}\bha\sscritto:                            # it (short form)
+      | el\s.{0,200}\bescribi[oó]:                            # es
+      | em\s.{0,200}\bescreveu:                               # pt
+      | le\s.{0,200}\ba\s[ée]crit\s?:                         # fr
+      | am\s.{0,200}\bschrieb\s.{0,100}:                      # de
+      | .{0,200}\bschrieb:                                    # de (Name schrieb:)
+      | .{0,200}<[^<>@\s]+@[^<>\s]+>\s*(?:написал|написала|пишет)?\s*:  # ru: 3 июня, Иван <a@b>:
+      | .{0,200}\b(?:написал|написала|пишет)\s*:              # ru without address
       | -{2,}\s*(?:original\smessage|messaggio\soriginale|mensaje\soriginal|mensagem\soriginal
                   |message\sd'origine|message\soriginal|ursprüngliche\snachricht
                   |исходное\sсообщение|пересылаемое\sсообщение|forwarded\smessage
@@ -68,7 +71,7 @@ _QUOTED_LINE = re.compile(r"^\s*>")
 
 # Mobile and mail-client footers, in the languages of the corpus; the line and what follows go.
 _SIGNOFF = re.compile(
-    r"""^\s*(?:
+    r"""^\s*(?=[sgieovо])(?:  # (the first letters: a line that cannot match fails at once)
         sent\sfrom\smy\s.{0,40} | sent\sfrom\s(?:outlook|mail|yahoo|gmail).{0,40}
       | get\soutlook\sfor\s.{0,30} | sent\svia\s.{0,30}
       | inviato\sda\s.{0,40} | inviato\sdal\smio\s.{0,40} | inviato\sdall'app\s.{0,40}
@@ -86,7 +89,7 @@ _SIG_DELIMITER = re.compile(r"^-- ?$")
 # text only when what follows looks like a signature block (see `_signature_start`), because
 # "---" also separates sections of a ticket and "Grazie" can start a sentence.
 _CLOSING = re.compile(
-    r"""^\s*(?:
+    r"""^\s*(?=[abcdgklmrsuvwyвс])(?:  # (the first letters: a line that cannot match fails at once)
         # formal closings, the name may follow on the same line ("Cordiali saluti, Anna")
         (?:(?:best|kind|warm)\s)?regards | with\s(?:best|kind)\sregards | best\swishes
       | sincerely | yours\s(?:sincerely|faithfully|truly)
@@ -97,7 +100,7 @@ _CLOSING = re.compile(
       | (?:bien\s)?cordialement | bien\sà\svous
       | atenciosamente | (?:com\sos\smelhores\s)?cumprimentos | abraços?
     )\s*[,.!]*(?:\s*[\w.'-]+(?:\s+[\w.'-]+){0,2})?\s*$
-    | ^\s*(?:
+    | ^\s*(?=[abcdglmoqtсзх])(?:  # (the first letters, as above)
         # thanks-like closings: alone on their line, or they could start a sentence
         best | cheers | thanks(?:\sin\sadvance)? | thank\syou | many\sthanks | ta
       | grazie(?:\smille|\sin\santicipo)? | buona\sgiornata | a\spresto
