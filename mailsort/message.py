@@ -266,7 +266,7 @@ def _fast_fields(raw: bytes) -> _Fields | None:
         plain: list[str] = []
         html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
-        _walk(fields, body, plain, html_parts, defects, 0, content=content)
+        _walk(fields, body, plain, html_parts, defects, 0, False, content)
         if any(p and not p.isspace() for p in plain):  # (`_plain_text` finds text in them)
             html = ()  # what _plain_text would do with them: nothing
         else:
@@ -548,13 +548,41 @@ def _content_fields(fields: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_parts: list[str],
-          defects: set[str], depth: int, inner: bool = False, content: dict[str, str] | None = None) -> None:
-    """Collect the body text of one MIME part (and its children), as mail-parser would. `inner`:
-    a part of a multipart, whose last line break belongs to the next delimiter (or to the end, when
-    a partial fetch cut the message) — the stdlib drops it from the innermost part only. `content`:
-    the part's `_content_fields`, when already known."""
-    found = content if content is not None else _content_fields(fields)
-    ctype, params = _mime_value(found.get("content-type"))
+          defects: set[str], depth: int, inner: bool, content: dict[str, str]) -> None:
+    """Collect the body text of one MIME part (and its children), as mail-parser would. `content`:
+    the part's `_content_fields`. `inner`: a part of a multipart, whose last line break belongs to
+    the next delimiter (or to the end, when a partial fetch cut the message) — the stdlib drops it
+    from the innermost part only."""
+    kind, cte, detail = _plan(content.get("content-type"), content.get("content-disposition"),
+                              content.get("content-transfer-encoding", ""), "content-id" in content)
+    if kind is _SKIP:
+        return
+    if kind is _MULTIPART:
+        if depth >= _MAX_DEPTH:
+            raise _NotSimple
+        for sub_fields, sub_content, sub_body in _split_multipart(body, detail, defects):
+            _walk(sub_fields, sub_body, plain, html_parts, defects, depth + 1, True, sub_content)
+        return
+    if inner:
+        body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith((b"\n", b"\r")) else body
+    if kind is _HTML:
+        html_parts.append((body, cte, detail, fields))
+        return
+    text = _decode_text(body, cte, detail, fields)
+    if text:
+        plain.append(text)
+
+
+_SKIP, _MULTIPART, _HTML, _TEXT = "skip", "multipart", "html", "text"
+
+
+@lru_cache(maxsize=512)
+def _plan(ctype_value: str | None, disposition_value: str | None, cte_value: str, content_id: bool) -> tuple[str, str, Any]:
+    """What `_walk` does with a part, from its MIME fields: (_SKIP, "", None) for what is no body
+    text, (_MULTIPART, cte, the delimiter's bytes), (_HTML or _TEXT, cte, charset); _NotSimple for
+    what is left to mail-parser. Cached: most parts carry the same few fields (a multipart's own
+    boundary excepted)."""
+    ctype, params = _mime_value(ctype_value)
     if not ctype:
         ctype = "text/plain"
     elif ctype.count("/") != 1:
@@ -563,35 +591,25 @@ def _walk(fields: list[tuple[str, str]], body: bytes, plain: list[str], html_par
     if maintype == "message":
         raise _NotSimple  # mail-parser walks into attached messages; let it
     if ctype not in _BODY_TYPES and maintype != "multipart":
-        if not _quietly_not_text(found.get("content-disposition"), params):
+        if not _quietly_not_text(disposition_value, params):
             raise _NotSimple
-        return  # an image, a PDF...: mail-parser keeps it out of the body text too
-    disposition, disposition_params = _mime_value(found.get("content-disposition"))
+        return _SKIP, "", None  # an image, a PDF...: mail-parser keeps it out of the body text too
+    disposition, disposition_params = _mime_value(disposition_value)
     if disposition == "attachment" and maintype != "multipart":
-        return  # an attachment: never body text
+        return _SKIP, "", None  # an attachment: never body text
     if params is None or disposition_params is None or disposition not in ("", "inline"):
         raise _NotSimple
-    cte = found.get("content-transfer-encoding", "").strip().lower()
-    if "name" in params or "filename" in disposition_params or "content-id" in found:
+    cte = cte_value.strip().lower()
+    if "name" in params or "filename" in disposition_params or content_id:
         raise _NotSimple  # named or referenced text parts are attachments *and* body for mail-parser
     if maintype == "multipart":
         boundary = params.get("boundary", "").rstrip()
-        if depth >= _MAX_DEPTH or not boundary or ctype == "multipart/digest" or cte not in ("", "7bit", "8bit", "binary"):
+        if not boundary or not boundary.isascii() or ctype == "multipart/digest" or cte not in ("", "7bit", "8bit", "binary"):
             raise _NotSimple
-        for sub_fields, sub_content, sub_body in _split_multipart(body, boundary, defects):
-            _walk(sub_fields, sub_body, plain, html_parts, defects, depth + 1, True, sub_content)
-        return
+        return _MULTIPART, cte, b"--" + boundary.encode("ascii")
     if cte not in _KNOWN_CTE:
         raise _NotSimple
-    if inner:
-        body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith((b"\n", b"\r")) else body
-    charset = params.get("charset", "utf-8").lower() or "utf-8"
-    if ctype == "text/html":
-        html_parts.append((body, cte, charset, fields))
-        return
-    text = _decode_text(body, cte, charset, fields)
-    if text:
-        plain.append(text)
+    return (_HTML if ctype == "text/html" else _TEXT), cte, params.get("charset", "utf-8").lower() or "utf-8"
 
 
 def _quietly_not_text(disposition_value: str | None, params: dict[str, str] | None) -> bool:
@@ -616,13 +634,11 @@ def _quietly_not_text(disposition_value: str | None, params: dict[str, str] | No
     return bool(name.strip()) and _ENCODED_WORD not in name and not name.startswith("<")
 
 
-def _split_multipart(body: bytes, boundary: str, defects: set[str]) -> list[tuple[tuple, dict[str, str], bytes]]:
+def _split_multipart(body: bytes, separator: bytes, defects: set[str]) -> list[tuple[tuple, dict[str, str], bytes]]:
     """The parts of a multipart body, each as (header fields, their `_content_fields`, body bytes),
     the way the stdlib's feedparser cuts them: a part ends before the line break that precedes the
-    next delimiter line."""
-    if not boundary.isascii():
-        raise _NotSimple
-    found = _delimiters(body, b"--" + boundary.encode("ascii"))
+    next delimiter line (b"--" and the boundary: `separator`)."""
+    found = _delimiters(body, separator)
     if not found:
         # never opened (or cut off before the first part): the stdlib keeps the body as one string and
         # mail-parser finds no text in it (its epilogue recovery then fails outright)
