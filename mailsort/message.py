@@ -366,21 +366,23 @@ def _decoded_headers(fields: list[tuple[str, str]], addresses: dict[str, tuple[t
     return out
 
 
-# The usual shape of an encoded header: maybe plain text first ("Re: "), then encoded words only,
-# apart by blanks and line breaks. An encoded word as email.header's `ecre` finds it, its charset and
-# text kept free of "?" and blanks: then `ecre` can cut the value in no other way than this.
-_EW = r"=\?([\x21-\x3e\x40-\x7e]*)\?([bBqQ])\?([\x21-\x3e\x40-\x7e]*)\?="
-_EW_VALUE = re.compile(rf"([^=?\r\n]*)((?:{_EW}[ \t\r\n]*)+)")
-_EW_ONE = re.compile(_EW)
+# An encoded word as email.header's `ecre` finds it, its charset and text kept free of "?" and
+# blanks: then `ecre` can cut a value made of such words in no other way than this one.
+_EW_ONE = re.compile(r"=\?([\x21-\x3e\x40-\x7e]*)\?([bBqQ])\?([\x21-\x3e\x40-\x7e]*)\?=")
 
 
 def _decode_words(value: str) -> str:
     """mail-parser's decode_header_part: encoded words decoded, undecodable bytes dropped."""
     if _ENCODED_WORD not in value:
         return value.strip()
-    m = _EW_VALUE.fullmatch(value)
-    if m is not None:
-        out = _decode_simple_words(m.group(1), m.group(2))
+    # The usual shape: maybe plain text first ("Re: "), then encoded words only, apart by blanks and
+    # line breaks. split() cuts the value into that text and (charset, encoding, text, what follows)
+    # for each word, in one regex pass.
+    parts = _EW_ONE.split(value)
+    plain = parts[0]
+    if (len(parts) > 1 and not ("=" in plain or "?" in plain or "\r" in plain or "\n" in plain)
+            and not "".join(parts[4::4]).strip(" \t\r\n")):
+        out = _decode_simple_words(plain, parts)
         if out is not None:
             return out
     from email.header import decode_header
@@ -401,21 +403,23 @@ def _decode_words(value: str) -> str:
     return out.strip()
 
 
-def _decode_simple_words(plain: str, words: str) -> str | None:
-    """`_decode_words` for the `_EW_VALUE` shape, as email.header.decode_header reads it: the plain
-    text kept (its leading blanks are stripped anyway), the blanks between encoded words dropped,
-    the bytes of neighbouring words with the same charset joined before they are decoded. None
-    when a word is not valid base64 (the stdlib then raises; let it, from the same input)."""
+def _decode_simple_words(plain: str, parts: list[str]) -> str | None:
+    """`_decode_words` for the usual shape (`parts`: what _EW_ONE.split gives), as
+    email.header.decode_header reads it: the plain text kept (its leading blanks are stripped
+    anyway), the blanks between encoded words dropped, the bytes of neighbouring words with the same
+    charset joined before they are decoded. None when a word is not valid base64 (the stdlib then
+    raises; let it, from the same input)."""
     out = plain
     run = b""
     run_charset = None
-    for charset, encoding, text in _EW_ONE.findall(words):
-        charset = charset.lower()
+    only_utf8 = True
+    for i in range(1, len(parts), 4):
+        charset, encoding, text = parts[i].lower(), parts[i + 1], parts[i + 2]
         if encoding in "bB":
             if len(text) % 4:
                 text += "==="[:4 - len(text) % 4]
             try:
-                data = binascii.a2b_base64(text.encode("ascii")) if text else b""
+                data = binascii.a2b_base64(text) if text else b""  # (an ASCII str: taken as it is)
             except binascii.Error:
                 return None
         else:
@@ -426,11 +430,13 @@ def _decode_simple_words(plain: str, words: str) -> str | None:
         if run_charset is not None:
             out += _decode_run(run, run_charset)
         run, run_charset = data, charset
+        only_utf8 = only_utf8 and charset == "utf-8"
     out += _decode_run(run, run_charset)
-    try:
-        out.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _NotSimple from None
+    if not only_utf8:  # (UTF-8, even read with "ignore", never gives a lone surrogate)
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotSimple from None
     return out.strip()
 
 
