@@ -454,9 +454,18 @@ def _address_header(value: str) -> tuple[tuple[tuple[str, str], ...], bool]:
     ('"Name" <addr>, ...', `_address_text`). Also whether `_address_pairs` surely reads exactly these
     pairs back from that rebuilt text: a name with no quote, backslash or line break comes back from
     '"Name" <addr>' as it is. When it does, the rebuilt text is never needed (see `_decoded_headers`)."""
-    found = _simple_addresses(value)
-    if not found:
-        raise _NotSimple
+    if "," not in value:  # one mailbox, as in most From: and To: (the loop below, for it alone)
+        m = _ONE_MAILBOX.match(value)
+        if m is None or m.end() != len(value):
+            raise _NotSimple
+        name, address, quoted = _mailbox(m)
+        if _ENCODED_WORD not in name:
+            return (("" if name == address else name, address),), True
+        found = [(name, address, quoted)]
+    else:
+        found = _simple_addresses(value)
+        if not found:
+            raise _NotSimple
     pairs = []
     sure = True
     for name, address, quoted in found:
@@ -492,21 +501,25 @@ def _simple_addresses(value: str) -> list[tuple[str, str, bool]] | None:
         m = _ONE_MAILBOX.match(value, pos)
         if m is None:
             return None
-        bare, quoted, phrase, angle = m.group("bare", "quoted", "phrase", "angle")
-        if bare is not None:
-            out.append(("", bare, False))
-        elif quoted is not None:
-            out.append((quoted, angle, True))
-        elif phrase and _FWS_TO_FOLD.search(phrase):  # words apart by other blanks than one space
-            out.append((" ".join(_FWS.split(phrase)), angle, False))
-        else:
-            out.append((phrase or "", angle, False))
+        out.append(_mailbox(m))
         pos = m.end()
         if pos == size:
             return out
         if value[pos] != ",":
             return None
         pos += 1
+
+
+def _mailbox(m: re.Match) -> tuple[str, str, bool]:
+    """(name, address, name was quoted) of one `_ONE_MAILBOX` match."""
+    bare, quoted, phrase, angle = m.group("bare", "quoted", "phrase", "angle")
+    if bare is not None:
+        return "", bare, False
+    if quoted is not None:
+        return quoted, angle, True
+    if phrase and _FWS_TO_FOLD.search(phrase):  # words apart by other blanks than one space
+        return " ".join(_FWS.split(phrase)), angle, False
+    return phrase or "", angle, False
 
 
 @lru_cache(maxsize=4096)
