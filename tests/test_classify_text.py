@@ -306,3 +306,16 @@ def test_first_letter_lookaheads_admit_every_alternative() -> None:
 
         walk(_parser.parse(rx.pattern, rx.flags).data)
     assert checked == 3
+
+
+def test_numbers_are_masked_in_every_script() -> None:
+    """normalise skips the number pattern for text with no ASCII digit and nothing from U+0660
+    up: that holds only while no decimal digit lies between "9" and U+0660."""
+    import re
+
+    below = "".join(chr(n) for n in range(0x660))
+    assert re.findall(r"\d", below) == list("0123456789")
+    assert normalise("ошибка ٥٠٣ и код ٤٢") == "ошибка 0 и код 0"  # Arabic-Indic digits: masked
+    assert normalise("Ошибка 503, заказ 12345") == "ошибка 503, заказ 0"
+    assert normalise("perché è giù") == "perché è giù"
+    assert normalise("Fehler ５０３ seit ２ Stunden") == "fehler 503 seit 0 stunden"  # NFKC first
