@@ -40,6 +40,14 @@ def test_word_features_and_readable_ngrams() -> None:
     np.testing.assert_allclose(np.sqrt(x.multiply(x).sum()), 1.0, rtol=1e-5)
 
 
+def test_scores_one_floating_point_step_apart_are_still_told_apart() -> None:
+    """Found by hypothesis: the midpoint of 0.0 and the smallest float rounds to 0.0, which would call
+    everything critical; the upper score itself is the threshold then."""
+    y, s = np.array([False, False, False, True]), np.array([0.0, 0.0, 0.0, 5e-324])
+    t = choose_threshold(y, s, 0.8)
+    assert ((s >= t) == y).all()
+
+
 def test_unknown_text_gives_an_empty_row() -> None:
     vec = NgramHasher("char_wb", (2, 5), min_df=1).fit(["abc"])
     assert vec.transform(["xyz", ""]).nnz == 0

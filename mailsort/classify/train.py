@@ -111,7 +111,11 @@ def choose_threshold(
     if not y.any() or y.all():
         return 0.5
     uniq = np.unique(scores)
-    cands = np.concatenate(([0.0], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1] + 1e-9]))
+    mids = (uniq[:-1] + uniq[1:]) / 2
+    # two scores one floating-point step apart have no midpoint (it rounds to the lower one, which would
+    # then count as critical): the upper score itself separates them
+    mids = np.where(mids > uniq[:-1], mids, uniq[1:])
+    cands = np.concatenate(([0.0], mids, [uniq[-1] + 1e-9]))
     order = np.argsort(scores)
     s_sorted, y_sorted = scores[order], y[order]
     # for threshold t: predicted critical = scores >= t
