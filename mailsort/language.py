@@ -307,17 +307,19 @@ def _to_cache(identifier) -> None:
 
 
 def _sample(text: str) -> str:
-    """What the language is told from: `_strip_quoted(text)[:LANGUAGE_SAMPLE].strip()`, reading only
-    the start of a long text when that is enough (most of a mail's text is often quoted history)."""
-    if len(text) > 4 * LANGUAGE_SAMPLE:
-        cut = text.find("\n", 2 * LANGUAGE_SAMPLE)
-        if cut >= 0:
-            # text[:cut + 1] ends with a line break: it splits into the first lines of the text, and
-            # what _strip_quoted keeps of them is the start of what it keeps of the whole text
-            kept = _strip_quoted(text[:cut + 1])
-            if len(kept) >= LANGUAGE_SAMPLE:
-                return kept[:LANGUAGE_SAMPLE].strip()
-    return _strip_quoted(text)[:LANGUAGE_SAMPLE].strip()
+    """What the language is told from: `_strip_quoted(text)[:LANGUAGE_SAMPLE].strip()`, without a
+    look at the lines after the sample (a mail's text often ends in a long quoted history)."""
+    lines = text.splitlines()
+    if ">" in text:
+        kept, size = [], -1  # size: of "\n".join(kept)
+        for line in lines:
+            if not line.lstrip().startswith(">"):
+                kept.append(line)
+                size += len(line) + 1
+                if size >= LANGUAGE_SAMPLE:
+                    break  # the sample is complete
+        lines = kept
+    return "\n".join(lines)[:LANGUAGE_SAMPLE].strip()
 
 
 def _strip_quoted(text: str) -> str:
