@@ -119,7 +119,7 @@ def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = N
 
 
 def _fields_of(raw: bytes) -> "_Fields":
-    if not raw or not raw.strip():
+    if not raw or raw.isspace():  # (= not raw.strip(), without a copy of the message)
         raise UnparseableMessage("empty message")
     fields = None
     try:
@@ -242,6 +242,7 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MIME_VALUE = re.compile(rf'\s*({_TOKEN}(?:/{_TOKEN})?)\s*((?:;\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|"[^"\\\r\n]*")\s*)*);?\s*')
 _MIME_LEAD = re.compile(rf"\s*({_TOKEN}(?:/{_TOKEN})?)\s*(?:;|$)")
 _MIME_PARAM = re.compile(rf'({_TOKEN})\s*=\s*(?:({_TOKEN})|"([^"\\\r\n]*)")')
+_MIME_ONE_PARAM = re.compile(rf'({_TOKEN}/{_TOKEN}); ({_TOKEN})=(?:({_TOKEN})|"([^"\\\r\n]*)")\s*')  # "type/sub; name=value"
 _BODY_TYPES = ("text/plain", "text/html")
 _KNOWN_CTE = ("", "7bit", "8bit", "binary", "quoted-printable", "base64")
 _MAX_DEPTH = 4
@@ -539,6 +540,16 @@ def _mime_value(value: str | None) -> tuple[str, dict[str, str] | None]:
     parts say "text/plain; charset=utf-8" or the like (callers only read the dict)."""
     if value is None:
         return "", {}
+    one = _MIME_ONE_PARAM.fullmatch(value)  # the usual shape, read by one regex (what _mime_params gives)
+    if one is not None:
+        ctype, name, token, quoted = one.groups()
+        name = name.lower()
+        return ctype.lower(), (None if "*" in name else {name: token if token is not None else quoted})
+    return _mime_params(value)
+
+
+def _mime_params(value: str) -> tuple[str, dict[str, str] | None]:
+    """`_mime_value`, any number of parameters."""
     m = _MIME_VALUE.fullmatch(value)
     if m is None:
         lead = _MIME_LEAD.match(value)
@@ -690,6 +701,10 @@ def _delimiters(body: bytes, separator: bytes) -> list[tuple[int, int, bool]]:
         if i and body[i - 1] != 10:
             continue
         k = i + len(separator)
+        if body.startswith(b"\r\n", k):  # the usual delimiter line (what the general case below finds)
+            found.append((i, k + 2, False))
+            pos = k + 2
+            continue
         close = body[k:k + 2] == b"--"
         if close:
             k += 2

@@ -248,6 +248,19 @@ def test_header_fields_are_read_as_the_stdlib_splits_lines(lines, end):
     assert fast == _plain_header_fields(head), head
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["text/plain", "Multipart/Mixed", "text", "/", ";", "; ", " ", "\t", "\r", "charset",
+                                 "Boundary", "name*", "=", '"', '"=_b1 x"', "utf-8", "a=b", "\\", "x"]), max_size=8))
+def test_a_one_parameter_mime_value_is_read_as_the_general_reading_reads_it(pieces):
+    value = "".join(pieces)
+    def read(reader):
+        try:
+            return reader(value)
+        except M._NotSimple:
+            return None
+    assert read(M._mime_value.__wrapped__) == read(M._mime_params), value
+
+
 def _plain_decode_words(value: str) -> tuple[str, str]:
     """What the fast route made of encoded words before it read the common shape itself."""
     from email.header import decode_header
