@@ -319,3 +319,32 @@ def test_numbers_are_masked_in_every_script() -> None:
     assert normalise("Ошибка 503, заказ 12345") == "ошибка 503, заказ 0"
     assert normalise("perché è giù") == "perché è giù"
     assert normalise("Fehler ５０３ seit ２ Stunden") == "fehler 503 seit 0 stunden"  # NFKC first
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_long_bodies_are_cut_as_short_ones(newline: str) -> None:
+    """A long body is split into lines in two parts (the quoted history is only read when
+    needed): the reply header, an Outlook block or a forward must be found wherever they are."""
+    from mailsort.classify import text
+
+    quoted = newline.join(f"> line {i} of the old thread, quoted by the mail client" for i in range(60))
+    header = "On Mon, 3 Jun 2024 at 10:15, Ann Lee <ann@example.com> wrote:"
+    reply = newline.join(["Hello,", "", "the shop is down again.", "", "Thanks,", "Tom", header, quoted])
+    assert len(reply) > 3 * text._HEAD_CHARS
+    assert clean_body(reply) == "Hello,\n\nthe shop is down again."
+    # the new text is longer than the first part: the header is found further down
+    long_new = newline.join(["Hello,"] + [f"point {i}: the checkout page fails for some customers" for i in range(40)])
+    cut = clean_body(newline.join([long_new, header, quoted]))
+    assert cut.endswith("point 39: the checkout page fails for some customers") and "old thread" not in cut
+    # an Outlook block whose fields straddle the end of the first part
+    for pad in range(0, 200, 7):
+        filler = "x" * (text._HEAD_CHARS - 40 + pad)
+        body = newline.join(["Ok.", filler, "From: Bob <bob@example.com>", "Sent: Monday", "To: shop",
+                             "Subject: outage", "", "our mail server is down", quoted])
+        assert clean_body(body) == f"Ok.\n{filler}"
+    # a forward: what was passed on, under the note, is read from the rest of the body
+    forward = newline.join(["what does this mean?", "---------- Forwarded message ---------",
+                            "From: Google <no-reply@google.com>", "Subject: Security alert", "",
+                            "Your site may be hacked", quoted])
+    assert clean_body(forward).startswith("what does this mean?\nYour site may be hacked")
+    assert clean_body(reply, forward=True).startswith("Hello,\n\nthe shop is down again.\nline 0 of the old thread")

@@ -15,6 +15,9 @@ import unicodedata
 #: Cleaned body is cut to this many characters: the first paragraphs carry the request, and a
 #: bound keeps classification fast on pasted logs.
 MAX_BODY_CHARS = 3000
+#: A body is split into lines up to about here first (see `clean_body`): enough for the new
+#: text of most replies; a longer one is split again whole, which costs this much once more.
+_HEAD_CHARS = 1024
 
 # --- quoted history ---------------------------------------------------------------------------
 
@@ -143,17 +146,23 @@ _REPLY_PREFIX = re.compile(
 )
 
 
-def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
+def _cut_quoted(lines: list[str], more: bool = False) -> tuple[list[str], list[str], bool] | None:
     """Split lines into (new text, quoted history, whether the history is a forwarded mail).
 
     A reply header ("On … wrote:", an Outlook "From:/Sent:" block) starts the old thread: it and
     everything after it go. A bare block of "> " lines without a header is set aside on its own
     and the text after it is kept: people quote a line and answer below it ("> Your database has
     been dropped … / indeed the shop is empty now"), and that answer is the new text.
+
+    `more`: more lines follow these (the quoted history then lacks them); None when the answer
+    depends on them.
     """
     new: list[str] = []
     quoted: list[str] = []
     for i, line in enumerate(lines):
+        if ":" not in line and "-" not in line and ">" not in line:
+            new.append(line)  # (most lines: none of the marks below can be on them)
+            continue
         # every header form ends in ":" or a dash; checking that first skips the costly pattern
         # on ordinary lines (it is most of the cleaning time)
         if line.rstrip().endswith((":", "-")) and _QUOTE_HEADER.match(line):
@@ -161,17 +170,21 @@ def _cut_quoted(lines: list[str]) -> tuple[list[str], list[str], bool]:
         # likewise, a field needs a ":" and a quoted line a ">" (most lines have neither)
         if ":" in line and _FROM_FIELD.match(line):
             # a header block needs another header field within the next few lines
+            if more and i + 5 > len(lines):
+                return None
             window = lines[i + 1 : i + 5]
             if sum(1 for w in window if _OTHER_FIELD.match(w)) >= 1:
                 j = i + 1
                 while j < len(lines) and (_OTHER_FIELD.match(lines[j]) or not lines[j].strip()):
                     j += 1
+                if more and j == len(lines):
+                    return None
                 return new, quoted + lines[j:], False
         if ">" in line and _QUOTED_LINE.match(line):
             quoted.append(line)
         else:
             new.append(line)
-    return new, quoted, False
+    return None if more else (new, quoted, False)
 
 
 def _signature_start(lines: list[str]) -> int:
@@ -199,17 +212,18 @@ def _cut_signature(lines: list[str]) -> list[str]:
     soft_from = _signature_start(lines)
     seen_text = False  # a closing or a rule needs new text above it
     for i, line in enumerate(lines):
-        if len(line) > _SIGNOFF_CHARS and i < soft_from and len(line.strip()) > _SIGNOFF_CHARS:
+        n = len(line)
+        if n > _SIGNOFF_CHARS and i < soft_from and len(line.strip()) > _SIGNOFF_CHARS:
             seen_text = True  # (most lines: too long for a footer, above the signature block)
             continue
-        if not line or line.isspace():
+        if not n or line.isspace():
             continue  # every mark below needs a letter, a dash or a rule
         if (line.startswith("--") and _SIG_DELIMITER.match(line)) or (
-            (len(line) <= _SIGNOFF_CHARS or len(line.strip()) <= _SIGNOFF_CHARS) and _SIGNOFF.match(line)
+            (n <= _SIGNOFF_CHARS or len(line.strip()) <= _SIGNOFF_CHARS) and _SIGNOFF.match(line)
         ):
             return lines[:i]
         if seen_text and i >= soft_from:
-            if (len(line) <= _SIG_LINE_CHARS or len(line.split(None, _CLOSING_WORDS)) <= _CLOSING_WORDS) and _CLOSING.match(line):
+            if (n <= _SIG_LINE_CHARS or len(line.split(None, _CLOSING_WORDS)) <= _CLOSING_WORDS) and _CLOSING.match(line):
                 return lines[:i]
             if line.lstrip()[0] in _RULE_CHARS and _RULE.match(line):
                 return lines[:i]
@@ -229,19 +243,42 @@ def clean_body(body: str, forward: bool = False) -> str:
     """
     if not body:
         return ""
-    body = body.replace("\r\n", "\n")
-    if "\r" in body:
-        body = body.replace("\r", "\n")
-    lines = body.split("\n")
-    new, old, forwarded = _cut_quoted(lines)
+    # A long body is cut into lines in two goes, the first part (where the new text and the
+    # reply header usually are) then the rest, only when it is read: the quoted history under a
+    # reply is most of a long body, and splitting it was most of the cost of reading a reply.
+    rest = None
+    cut = body.find("\n", _HEAD_CHARS) if len(body) > _HEAD_CHARS else -1
+    if cut >= 0:
+        head, rest = body[: cut - (body[cut - 1] == "\r")], body[cut + 1 :]  # ("\r\n": one break)
+        lines = _lines(head)
+        found = _cut_quoted(lines, more=True)
+        if found is None:  # the cut depends on lines further down: read them all
+            lines += _lines(rest)
+            rest = None
+            found = _cut_quoted(lines)
+    else:
+        found = _cut_quoted(_lines(body))
+    assert found is not None  # (every line given)
+    new, old, forwarded = found
     text = "\n".join(_cut_signature(new)).strip()
-    if not old or (text and not (forward or forwarded)):
+    if (not old and rest is None) or (text and not (forward or forwarded)):
         return text
+    if rest is not None:
+        old = old + _lines(rest)
     old = [re.sub(r"^\s*(?:>\s?)+", "", ln) for ln in old]
     old = [ln for ln in old if not (_FROM_FIELD.match(ln) or _OTHER_FIELD.match(ln))]
-    first, _, _ = _cut_quoted(old)  # only the first forwarded level
-    passed_on = "\n".join(_cut_signature(first)).strip()
+    first = _cut_quoted(old)  # only the first forwarded level
+    assert first is not None  # (every line given)
+    passed_on = "\n".join(_cut_signature(first[0])).strip()
     return f"{text}\n{passed_on}".strip()
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of `text`, ended by "\r\n", "\n" or "\r"."""
+    text = text.replace("\r\n", "\n")
+    if "\r" in text:
+        text = text.replace("\r", "\n")
+    return text.split("\n")
 
 
 def is_forward(subject: str) -> bool:
