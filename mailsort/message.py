@@ -152,7 +152,7 @@ def _parts(fields: _Fields, uid: int | None, folder: str | None) -> dict[str, An
     headers = fields.headers
     sender_name, sender = _first_of(_pairs(fields, "from"))
     kept = _KEPT_SET.intersection(headers)  # (a message has few of these)
-    if kept:
+    if len(kept) > 1:
         kept = sorted(kept, key=_KEPT_ORDER.__getitem__)
     return {  # (a dict display: cheaper than dict() with keywords)
         "message_id": _one_line(headers.get("message-id", "")),
@@ -268,13 +268,15 @@ def _fast_fields(raw: bytes) -> _Fields | None:
         html_parts: list = []  # (body, cte, charset, fields): decoded only if no plain text is found
         defects: set[str] = set()
         _walk(fields, body, plain, html_parts, defects, 0, False, content)
-        if any(p and not p.isspace() for p in plain):  # (`_plain_text` finds text in them)
-            html = ()  # what _plain_text would do with them: nothing
+        for p in plain:  # (loops and list displays here, not generators: a generator costs a frame a use)
+            if p and not p.isspace():  # `_plain_text` finds text here: the HTML parts are not needed
+                html = ()
+                break
         else:
-            html = tuple(t for t in (_decode_text(*part) for part in html_parts) if t)
+            html = tuple([text for text in [_decode_text(*part) for part in html_parts] if text])
     except _NotSimple:
         return None
-    return _Fields(headers, tuple(plain), html, tuple(sorted(defects)), addresses)
+    return _Fields(headers, tuple(plain), html, tuple(sorted(defects)) if defects else (), addresses)
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -309,7 +311,8 @@ def _header_fields(head: bytes) -> list[tuple[str, str]]:
 def _raw_header_fields(head: bytes) -> list[tuple[str, str]]:
     """`_header_fields` but for that last CR, still at the end of each value of CRLF mail: the
     message's own header block goes to `_decoded_headers`, whose readers all strip it anyway."""
-    if not head or not head.isascii() or any(byte in head for byte in _ODD_BYTES):  # (int in bytes: a memchr)
+    if (not head or not head.isascii() or 0x00 in head or 0x0b in head or 0x0c in head
+            or 0x1c in head or 0x1d in head or 0x1e in head):  # (_ODD_BYTES; an int in bytes is a memchr)
         raise _NotSimple
     text = "\n" + head.decode("ascii")
     if text[1] in " \t":
@@ -529,7 +532,7 @@ def _address_pairs(value: str) -> tuple[tuple[str, str], ...]:
     To: or From: seen again in the next message not read again)."""
     simple = _simple_addresses(value)
     if simple is not None:
-        return tuple((name, address) for name, address, _ in simple)
+        return tuple([(name, address) for name, address, _ in simple])
     return tuple(email.utils.getaddresses([value]))
 
 
@@ -861,7 +864,7 @@ def _addresses(value: str) -> tuple[str, ...]:
 def _addresses_of(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     if not pairs:
         return ()
-    return tuple(a.strip().lower() for _, a in pairs if a and "@" in a)
+    return tuple([a.strip().lower() for _, a in pairs if a and "@" in a])
 
 
 def _return_path(headers: dict[str, str]) -> str | None:
