@@ -114,7 +114,7 @@ def parse_many(items: Sequence[tuple[int | None, bytes]], folder: str | None = N
         except Exception as exc:  # a parser bug on one message must not stop the others
             out.append(UnparseableMessage(f"parser failed: {type(exc).__name__}: {exc}"))
     parsed = [p for p in out if isinstance(p, dict)]
-    languages = iter(detect_languages(language_text(p["subject"], p["text"]) for p in parsed))
+    languages = iter(detect_languages([language_text(p["subject"], p["text"]) for p in parsed]))
     return [_new_message(p, next(languages)) if isinstance(p, dict) else p for p in out]
 
 
