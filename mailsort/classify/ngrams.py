@@ -353,7 +353,7 @@ class Ngrams:
         n_rows, n_cols = len(docs), len(idf)
         empty = np.zeros(0, np.intp)
         if not n_rows:
-            return Cells(0, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
+            return Cells(0, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32), empty)
         # one sortable key per (row, column) found; 32 bits when they fit: sorting is the main cost
         kind = np.uint32 if n_rows * n_cols < 2**32 else np.int64
         row_key = np.arange(n_rows, dtype=kind) * kind(n_cols)  # the key of (row, column 0)
@@ -370,7 +370,8 @@ class Ngrams:
             keys.append(key[found])
         key = np.concatenate(keys) if keys else np.zeros(0, kind)
         if not key.size:
-            return Cells(n_rows, empty, empty, np.zeros(0, np.float32), np.zeros(n_rows, np.float32))
+            return Cells(n_rows, empty, empty, np.zeros(0, np.float32), np.zeros(n_rows, np.float32),
+                         np.zeros(n_rows, np.intp))
         key.sort()
         first = np.empty(key.size, dtype=bool)
         first[0] = True
