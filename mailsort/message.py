@@ -661,10 +661,13 @@ def _quietly_not_text(disposition_value: str | None, params: dict[str, str] | No
         disposition_params = {}
     if params is None or disposition_params is None:
         return False
-    # email's get_filename: the disposition's filename, else the type's name; a name in encoded words
-    # or in <> is read further by the stdlib and mail-parser: left to them
+    # email's get_filename: the disposition's filename, else the type's name (one in <> is read
+    # further by the stdlib: left to it); mail-parser then decodes its encoded words, as
+    # _decode_words does (which strips the result too: an empty one is left to mail-parser)
     name = disposition_params["filename"] if "filename" in disposition_params else params.get("name", "")
-    return bool(name.strip()) and _ENCODED_WORD not in name and not name.startswith("<")
+    if _ENCODED_WORD in name:
+        name = _decode_words(name)
+    return bool(name.strip()) and not name.startswith("<")
 
 
 def _split_multipart(body: bytes, separator: bytes, defects: set[str]) -> list[tuple[tuple, dict[str, str], bytes]]:

@@ -117,6 +117,7 @@ _CUT_PART = (b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=x\r\
     b"Content-Type: image/png; name=\"shot.png\"\r\nContent-Disposition: attachm",  # the disposition cut short
     b"Content-Type: application/pdf; name=invoice.pdf\r\nContent-Disposition:",  # cut after the colon
     b"Content-Type: image/png\r\nContent-Disposition: form-data; filename=\"shot.png\"\r\n\r\niVBORw0KGgo",
+    b"Content-Type: application/pdf; name=\"=?utf-8?b?0J7RgtGH0ZHRgi5wZGY=?=\"\r\nContent-Disposition: attach",  # encoded
 ])
 def test_a_partial_fetch_cut_at_an_attachment_takes_the_fast_route_with_mail_parsers_answer(tail):
     # a named part that is no text is an attachment for mail-parser whatever its disposition says
@@ -129,7 +130,8 @@ def test_a_partial_fetch_cut_at_an_attachment_takes_the_fast_route_with_mail_par
 
 @pytest.mark.parametrize("tail", [
     b"Content-Type: image/png\r\nContent-Disposition: attachm",  # no name: mail-parser reads it as text
-    b"Content-Type: image/png; name=\"=?utf-8?q?x?=\"\r\nContent-Disposition:",  # an encoded name
+    b"Content-Type: image/png; name=\"=?utf-8?q?_?=\"\r\nContent-Disposition:",  # a name that decodes to a blank
+    b"Content-Type: image/png; name=\"<shot.png>\"\r\nContent-Disposition: attachm",  # a name the stdlib unquotes
 ])
 def test_an_unnamed_or_encoded_part_with_an_odd_disposition_goes_to_mail_parser(tail):
     assert M._fast_fields(_CUT_PART + tail) is None
