@@ -196,7 +196,7 @@ def _new_message(parts: dict[str, Any], language: str) -> Message:
     order (tests/test_message.py holds this to the constructor)."""
     parts["language"] = language
     message = object.__new__(Message)
-    message.__dict__.update(parts)
+    object.__setattr__(message, "__dict__", parts)  # (`parts` becomes its attributes, not copied)
     return message
 
 
@@ -698,8 +698,9 @@ def _split_multipart(body: bytes, separator: bytes, defects: set[str]) -> list[t
 
 
 def _delimiters(body: bytes, separator: bytes) -> list[tuple[int, int, bool]]:
-    """(start, end of line, is the close delimiter) of each delimiter line: at a line start, the
-    separator, maybe "--", blanks, then the end of the line (the feedparser's boundary regex)."""
+    """(start, end of line, is the close delimiter) of each delimiter line up to the first close
+    delimiter: at a line start, the separator, maybe "--", blanks, then the end of the line (the
+    feedparser's boundary regex)."""
     found: list[tuple[int, int, bool]] = []
     size, pos = len(body), 0
     while (i := body.find(separator, pos)) >= 0:
@@ -720,6 +721,8 @@ def _delimiters(body: bytes, separator: bytes) -> list[tuple[int, int, bool]]:
             continue
         end = k + (2 if body[k:k + 2] == b"\r\n" else 1 if k < size else 0)
         found.append((i, end, close))
+        if close:
+            break  # what follows is the epilogue (of this multipart: maybe more of an enclosing one)
         pos = end
     return found
 
