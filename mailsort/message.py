@@ -889,7 +889,7 @@ def _return_path(headers: dict[str, str]) -> str | None:
 # through email.utils, whose reading of this shape `_date` repeats exactly.
 _RFC5322_DATE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
                            r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
-                           r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
+                           r"([0-9]{2}:[0-9]{2}:[0-9]{2}) ([+-][0-9]{2})([0-9]{2})")
 _MONTHS = {m: f"{i:02}" for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 
@@ -899,8 +899,8 @@ def _date(value: str | None) -> datetime | None:
         return None
     m = _RFC5322_DATE.fullmatch(value)
     if m is not None:
-        day, month, year, hour, minute, second, sign, zone_h, zone_m = m.groups()
-        if sign == "-" and zone_h == zone_m == "00":
+        day, month, year, time, zone_h, zone_m = m.groups()  # (zone_h with its sign)
+        if zone_h == "-00" and zone_m == "00":
             return None  # -0000: no known zone, a naive datetime for email.utils
         if year < "0100":  # "0026": email.utils reads two-digit years even when written with four
             year_n = int(year)
@@ -909,8 +909,7 @@ def _date(value: str | None) -> datetime | None:
         # seconds fail, as in email.utils) and reads "+0099" as 99 minutes, as email.utils does; a
         # third of the cost of int() on each field, datetime() and a timezone.
         try:
-            return datetime.fromisoformat(f"{year}-{_MONTHS[month]}-{day.zfill(2)}T{hour}:{minute}:{second}"
-                                          f"{sign}{zone_h}:{zone_m}")
+            return datetime.fromisoformat(f"{year}-{_MONTHS[month]}-{day.zfill(2)}T{time}{zone_h}:{zone_m}")
         except ValueError:  # also a zone of 24 hours or more
             return None
     try:
