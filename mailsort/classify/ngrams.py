@@ -273,12 +273,13 @@ class Ngrams:
         lo, hi = self.ngram_range
         n = len(cp)
         if self.analyzer == "word":
-            brk = ((_kinds_of(cp) if kind is None else kind) & _WORD_CHAR) == 0  # words: runs of \\w
-            prev = np.concatenate(([True], brk[:-1]))
-            nxt = np.concatenate((brk[1:], [True]))
-            begins = np.flatnonzero(~brk & prev)
-            ends = np.flatnonzero(~brk & nxt) + 1
-            s = np.zeros(n + 1, dtype=np.uint64)
+            word = ((_kinds_of(cp) if kind is None else kind) & _WORD_CHAR) != 0  # runs of \\w
+            # where a word begins or ends, one pass: the changes, alternately (outside a word
+            # before the text and after it)
+            edge = np.flatnonzero(np.diff(word, prepend=False, append=False)) if n else np.zeros(0, np.intp)
+            begins, ends = edge[0::2], edge[1::2]
+            s = np.empty(n + 1, dtype=np.uint64)
+            s[0] = 0
             np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * _powers(n, _P_INV), out=s[1:])
             wh = _powers(n, _P)[ends - 1] * (s[ends] - s[begins])  # each word
             for k in range(lo, hi + 1):
@@ -383,7 +384,7 @@ class Ngrams:
         bounds = np.searchsorted(uniq, np.append(row_key, kind(n_rows * n_cols)))
         per_row = np.diff(bounds)
         rows = np.repeat(np.arange(n_rows), per_row)
-        cols = np.subtract(uniq, np.repeat(row_key, per_row), dtype=np.intp)  # index-ready
+        cols = (uniq - np.repeat(row_key, per_row)).astype(np.intp)  # index-ready
         values = idf[cols]  # times a tf of 1 (most cells): exactly the idf
         repeated = np.flatnonzero(counts > 1)
         values[repeated] *= _tf(counts[repeated])
