@@ -82,9 +82,12 @@ class Classifier:
 
     def predict(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for a batch of (subject, body) pairs (one call: vectorised, fast)."""
+        threshold = self.threshold
+        # Python floats (the same doubles): comparing and rounding numpy scalars one by one cost
+        # as much as the arithmetic that scored them
         return [
-            Verdict(CRITICAL if p >= self.threshold else ROUTINE, round(float(p), 4))
-            for p in self.scores(pairs)
+            Verdict(CRITICAL if p >= threshold else ROUTINE, round(p, 4))
+            for p in self.scores(pairs).tolist()
         ]
 
     def explain(self, subject: str, body: str, k: int = 8) -> list[tuple[str, float]]:
