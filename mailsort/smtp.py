@@ -1,7 +1,9 @@
 """Sending: an SMTP `Transport` and the outbox worker `send_due`.
 
 Exactly-once, as far as SMTP allows. Each reply goes `queued` -> `sending` (committed) -> SMTP ->
-`sent` (committed) -> filed in Sent. A crash can leave an entry in `sending`: we cannot know whether
+`sent` (committed) -> filed in Sent (a run's replies together, in one MULTIAPPEND where the server
+takes it; a reply left `sent` and unfiled is filed by the next run, once it has checked no copy is
+there). A crash can leave an entry in `sending`: we cannot know whether
 the server took it, so the next run first asks the Sent (or Drafts) folder whether a message with that
 Message-ID is there — the Message-ID is deterministic, see replies.py — and only re-sends when it is
 not. When there is no folder to ask (a Gmail account files sent mail itself), the reply is re-sent:
@@ -59,6 +61,8 @@ class SentFolder(Protocol):
     def contains(self, message_id: str) -> bool: ...
 
     def file(self, raw: bytes) -> None: ...
+
+    def file_many(self, raws: Sequence[bytes]) -> None: ...
 
 
 class TransportLike(Protocol):
@@ -247,6 +251,7 @@ class _Worker:
         self.sent = self.failed = self.skipped = self.recovered = 0
         self.errors: list[str] = []
         self.ids: list[int] = []
+        self.unfiled: list[OutboxEntry] = []  # sent in this run, filed together at its end
         self.stopped = False
 
     def report(self) -> SendReport:
@@ -269,8 +274,9 @@ class _Worker:
                 self._deliver(entry)
         # 2. Sent, but the crash came before filing: file now (unless the copy is already there).
         if self.mode == "send" and self.folder is not None and not self.stopped:
+            just_sent = {entry.id for entry in self.unfiled}  # by step 1: filed with the others at the end
             for entry in self.store.outbox(self.account, ("sent",)):
-                if not entry.filed:
+                if not entry.filed and entry.id not in just_sent:
                     self._file(entry, look_first=True)
         # 3. What is due now.
         for entry in self.store.due(self.account, self.now):
@@ -283,6 +289,8 @@ class _Worker:
                 self.skipped += 1
                 continue
             self._deliver(entry)
+        # 4. File what this run sent, in one go (see _file_sent).
+        self._file_sent()
 
     def _in_folder(self, entry: OutboxEntry) -> bool:
         if self.folder is None:
@@ -322,7 +330,7 @@ class _Worker:
         if self.mode == "draft":
             self.store.set_filed(entry.id)
         elif self.folder is not None:
-            self._file(entry, look_first=False)  # sent just now: no copy can be filed yet
+            self.unfiled.append(entry)
 
     def _file(self, entry: OutboxEntry, *, look_first: bool) -> None:
         """File a sent reply in Sent. `look_first`: a crash may have come between filing and noting it
@@ -334,6 +342,21 @@ class _Worker:
             self.errors.append(f"reply {entry.id} was sent but not filed in Sent: {exc} (will retry)")
             return
         self.store.set_filed(entry.id)  # type: ignore[arg-type]
+
+    def _file_sent(self) -> None:
+        """File the replies this run sent in Sent, with one command where the server allows it (one
+        round trip for a pass's replies, not one each). Sent just now, no copy can be filed yet; a crash
+        before they are noted filed leaves them `sent` and unfiled, and the next run files them after
+        looking for the copy (step 2)."""
+        if not self.unfiled:
+            return
+        entries, self.unfiled = self.unfiled, []
+        try:
+            self.folder.file_many([entry.raw for entry in entries])  # type: ignore[union-attr]
+        except MailsortError as exc:
+            self.errors.append(f"{len(entries)} replies were sent but not filed in Sent: {exc} (will retry)")
+            return
+        self.store.set_filed(*(entry.id for entry in entries))  # type: ignore[misc]
 
     def _failed(self, entry: OutboxEntry, exc: SendError) -> None:
         assert entry.id is not None
@@ -404,6 +427,9 @@ class _LookOnly:
         return self.folder.contains(message_id)
 
     def file(self, raw: bytes) -> None:
+        return None
+
+    def file_many(self, raws: Sequence[bytes]) -> None:
         return None
 
 

@@ -462,9 +462,9 @@ class Store:
                 (state, error, iso(next_try_at) if next_try_at else None, int(count_attempt), state, iso(now), entry_id),
             )
 
-    def set_filed(self, entry_id: int) -> None:
+    def set_filed(self, *entry_ids: int) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE outbox SET filed=1 WHERE id=?", (entry_id,))
+            db.executemany("UPDATE outbox SET filed=1 WHERE id=?", [(i,) for i in entry_ids])
 
     def cancel(self, entry_id: int) -> bool:
         """Cancel a reply that has not gone out; False when there is no such queued reply."""

@@ -12,7 +12,7 @@ import pytest
 
 from mailsort.calendar import WorkCalendar
 from mailsort.config import ServerConfig, parse_config
-from mailsort.errors import ConfigError
+from mailsort.errors import ConfigError, ServerError
 from mailsort.policy import History, Settings, decide
 from mailsort.replies import Templates
 from mailsort.smtp import MAX_ATTEMPTS, SendError, Transport, outbox_entries, send_due
@@ -33,6 +33,7 @@ class FakeFolder:
 
     raws: list[bytes] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    refuse: bool = False
 
     def contains(self, message_id: str) -> bool:
         self.calls.append(f"contains {message_id}")
@@ -41,6 +42,12 @@ class FakeFolder:
     def file(self, raw: bytes) -> None:
         self.calls.append("file")
         self.raws.append(raw)
+
+    def file_many(self, raws) -> None:
+        self.calls.append(f"file_many {len(raws)}")
+        if self.refuse:
+            raise ServerError("APPEND Sent: NO over quota")
+        self.raws.extend(raws)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ def test_due_reply_is_sent_once_and_filed(store, smtp_sink):
     assert len(received) == 1 and received[0]["Auto-Submitted"] == "auto-replied"
     assert smtp_sink.messages[0]["to"] == ["maria@client.example"] and smtp_sink.messages[0]["from"] == "me@example.org"
     assert folder.raws == [entry.raw]
-    assert folder.calls == ["file"]  # sent just now: no search of Sent for a copy that cannot be there
+    assert folder.calls == ["file_many 1"]  # sent just now: no search of Sent for a copy that cannot be there
     row = store.entry(ids[0])
     assert row.state == "sent" and row.filed and row.sent_at is not None
     # again: nothing more goes out
@@ -160,6 +167,32 @@ def test_crash_after_filing_before_noting_it_files_no_second_copy(store, smtp_si
     run(store, smtp_sink.port, FRIDAY_NIGHT, folder)
     assert folder.raws == [entry.raw] and folder.calls == [f"contains {entry.message_id}"]
     assert store.entry(ids[0]).filed and smtp_sink.received() == []
+
+
+def test_a_runs_replies_are_filed_together_after_they_are_sent(store, smtp_sink):
+    entries = [queue(store, label="critical", msg_id=f"<m{n}@client.example>", sender=f"c{n}@client.example")[1]
+               for n in range(3)]
+    folder = FakeFolder()
+    report = run(store, smtp_sink.port, FRIDAY_NIGHT, folder)
+    assert (report.sent, report.errors) == (3, ())
+    assert folder.calls == ["file_many 3"] and folder.raws == [e.raw for e in entries]
+    assert all(store.entry(e.id).filed for e in store.outbox("work"))
+
+
+def test_replies_sent_but_refused_by_sent_are_filed_by_the_next_run_once(store, smtp_sink):
+    for n in range(3):
+        queue(store, label="critical", msg_id=f"<m{n}@client.example>", sender=f"c{n}@client.example")
+    folder = FakeFolder(refuse=True)
+    report = run(store, smtp_sink.port, FRIDAY_NIGHT, folder)
+    assert report.sent == 3 and len(smtp_sink.received()) == 3
+    assert report.errors == ("3 replies were sent but not filed in Sent: APPEND Sent: NO over quota (will retry)",)
+    assert [(e.state, e.filed) for e in store.outbox("work")] == [("sent", False)] * 3
+    folder.refuse, folder.calls = False, []
+    report = run(store, smtp_sink.port, FRIDAY_NIGHT + timedelta(minutes=5), folder)
+    assert (report.sent, report.errors) == (0, ()) and len(smtp_sink.received()) == 3  # nothing sent twice
+    # each looked for first (a copy may have been filed after all), then filed once
+    assert folder.calls == [c for e in store.outbox("work") for c in (f"contains {e.message_id}", "file")]
+    assert len(folder.raws) == 3 and all(e.filed for e in store.outbox("work"))
 
 
 def test_transient_failure_backs_off_then_succeeds(store, smtp_sink):
