@@ -229,8 +229,10 @@ def _identifier():
     return _IDENTIFIER
 
 
-# The unpacked model: py3langid 0.4's arrays after set_languages, as an uncompressed .npz (about 45 MB)
-# in the user cache directory, named after the packed file it came from (a new py3langid, a new name).
+# The unpacked model: py3langid 0.4's arrays after set_languages, one .npy file each (about 45 MB in
+# all) in a directory of the user cache, named after the packed file it came from (a new py3langid, a
+# new name). The files are mapped, not read: a process starts using the model at once (the 39 MB
+# automaton is paged in as the texts walk it), and every process and worker shares the same pages.
 # np.load without pickle: the cache is data, never code. Any trouble with it falls back to the packed file.
 _CACHE_FIELDS = ("ptc", "pc", "classes", "nextmove", "row", "output")
 
@@ -250,23 +252,25 @@ def _cache_path() -> Path | None:
 
     version = getattr(py3langid, "__version__", "0")
     key = hashlib.sha256(f"{packed.st_size} {packed.st_mtime_ns} {' '.join(LANGUAGES)}".encode()).hexdigest()[:16]
-    name = f"py3langid-{version}-{key}.npz"
+    name = f"py3langid-{version}-{key}"
     return Path(os.environ.get("MAILSORT_CACHE_DIR") or platformdirs.user_cache_dir("mailsort")) / name
 
 
 def _from_cache():
     path = _cache_path()
-    if path is None or not path.is_file():
+    if path is None or not path.is_dir():
         return None
     try:
         import numpy as np
         from py3langid.langid import LanguageIdentifier
-        from py3langid.modelio import _to_array
 
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in _CACHE_FIELDS}
-        return LanguageIdentifier(arrays["ptc"], arrays["pc"], arrays["classes"].tolist(), _to_array(arrays["nextmove"]),
-                                  arrays["output"].tolist(), norm_probs=False, tk_row=_to_array(arrays["row"]))
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _CACHE_FIELDS}
+        if arrays["nextmove"].dtype.kind != "u" or arrays["row"].dtype.kind != "u" or arrays["ptc"].ndim != 2:
+            raise ValueError("unexpected layout")
+        # (a memoryview: indexed from Python, as py3langid and the tails of _Scorer._visits do, it gives ints)
+        return LanguageIdentifier(arrays["ptc"], np.array(arrays["pc"]), arrays["classes"].tolist(),
+                                  memoryview(arrays["nextmove"]), arrays["output"].tolist(), norm_probs=False,
+                                  tk_row=arrays["row"].tolist())
     except Exception as exc:  # an old or damaged copy: the packed model is always right
         log.debug("language model cache %s unusable (%s); unpacking the packed model", path, exc)
         return None
@@ -274,11 +278,13 @@ def _from_cache():
 
 def _to_cache(identifier) -> None:
     """Keep an unpacked copy for the next process (py3langid 0.4 layout only; silently skipped when
-    the cache directory is not writable)."""
+    the cache directory is not writable). Written aside, then renamed into place: a process never
+    maps a half-written copy."""
     path = _cache_path()
     tk_row = getattr(identifier, "tk_row", None)
     if path is None or tk_row is None or not hasattr(identifier.tk_nextmove, "itemsize"):
         return
+    import shutil
     import tempfile
 
     import numpy as np
@@ -286,24 +292,27 @@ def _to_cache(identifier) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("py3langid-*.npz"):  # copies for another py3langid
+        for old in path.parent.glob("py3langid-*"):  # copies for another py3langid, or damaged
             if old != path:
-                old.unlink(missing_ok=True)
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        if path.exists():
+            shutil.rmtree(path)
         code = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".py3langid-", suffix=".npz")
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, ptc=np.asarray(identifier.nb_ptc), pc=np.asarray(identifier.nb_pc),
-                     classes=np.array(identifier.nb_classes),
-                     nextmove=np.frombuffer(identifier.tk_nextmove, dtype=code[identifier.tk_nextmove.itemsize]),
-                     row=np.frombuffer(tk_row, dtype=code[tk_row.itemsize]),
-                     output=np.asarray(identifier.tk_output, dtype=np.int32))
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=".py3langid-")
+        arrays = {"ptc": np.asarray(identifier.nb_ptc), "pc": np.asarray(identifier.nb_pc),
+                  "classes": np.array(identifier.nb_classes),
+                  "nextmove": np.frombuffer(identifier.tk_nextmove, dtype=code[identifier.tk_nextmove.itemsize]),
+                  "row": np.frombuffer(tk_row, dtype=code[tk_row.itemsize]),
+                  "output": np.asarray(identifier.tk_output, dtype=np.int32)}
+        for name, array in arrays.items():
+            np.save(Path(tmp) / f"{name}.npy", array, allow_pickle=False)
         os.replace(tmp, path)
         tmp = None
     except (OSError, ValueError, KeyError) as exc:
         log.debug("cannot keep an unpacked language model in %s: %s", path.parent, exc)
     finally:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _sample(text: str) -> str:

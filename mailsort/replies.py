@@ -135,6 +135,14 @@ class Templates:
         except jinja2.TemplateError as exc:
             raise ConfigError(f"{self.origin.get((name, language))}: {exc}") from None
 
+    def preload(self) -> None:
+        """Import jinja2 and load babel's data for every language there is a template in, now rather
+        than at the first reply. The sync's first worker calls it before it forks the second, so that
+        both share one copy instead of each loading its own (a fifth of a second of CPU each)."""
+        _environment()
+        for language in sorted({lang for _, lang in self.sources}):
+            format_day(date(2026, 1, 5), language)
+
     def _compile(self, name: str, language: str) -> "jinja2.Template":
         compiled: dict = self._compiled  # type: ignore[attr-defined]
         key = (name, language)

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # messages per UID FETCH, journal transaction and round of bulk STOREs/MOVEs
 PARALLEL_MIN = 1000  # new messages in a folder from which worker processes pay off (they load the model)
 PARALLEL_BATCH = 250  # messages per batch with workers: smaller batches keep both workers busy
-FETCH_AHEAD = 16  # batches fetched ahead while the workers start (bounds the memory it takes)
+FETCH_AHEAD = 32  # batches fetched ahead while the workers start (bounds the memory it takes)
 APPLY_GROUP = 2_500  # journaled messages applied on the server together, at least (and at a folder's end)
 APPLY_ROUNDS = 4  # at most this many rounds of bulk STOREs/MOVEs per folder (each MOVE costs the whole folder)
 SET_ASIDE = "unparseable"  # label recorded for messages that cannot be parsed
@@ -571,9 +571,11 @@ class _AccountPass:
             def setup() -> Callable[[Any], list[Outcome]]:
                 from .language import _scorer
 
+                # loaded once, here: the forked workers share it all
                 context.settings()
-                context.classifier()  # loaded once, here; the forked workers share it
+                context.classifier().predict([("", "warm-up")])  # the model, and the tables it builds on first use
                 _scorer()
+                self.templates.preload()
                 base = PassHistory()
 
                 def work(message: tuple) -> list[Outcome]:

@@ -30,21 +30,42 @@ def _detect(cache_dir: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def _copy(cache_dir: Path) -> Path:
+    copies = list(cache_dir.glob("py3langid-*"))
+    assert len(copies) == 1 and copies[0].is_dir()
+    assert sum(f.stat().st_size for f in copies[0].iterdir()) > 10_000_000
+    return copies[0]
+
+
 def test_unpacked_once_then_reused_with_the_same_answers(tmp_path):
     first = _detect(tmp_path)  # unpacks py3langid's packed model and keeps a copy
-    copies = list(tmp_path.glob("py3langid-*.npz"))
-    assert len(copies) == 1 and copies[0].stat().st_size > 10_000_000
-    second = _detect(tmp_path)  # reads the copy
+    copy = _copy(tmp_path)
+    made = {f.name: f.stat().st_mtime_ns for f in copy.iterdir()}
+    second = _detect(tmp_path)  # maps the copy
     assert second == first
+    assert {f.name: f.stat().st_mtime_ns for f in copy.iterdir()} == made  # read, not written again
     assert first["languages"][:9] == ["it", "ru", "en", "es", "und", "de", "und", "pt", "fr"]
 
 
 def test_a_damaged_copy_is_ignored_and_replaced(tmp_path):
     expected = _detect(tmp_path)
-    copy = next(tmp_path.glob("py3langid-*.npz"))
-    copy.write_bytes(b"not an npz at all")
+    table = _copy(tmp_path) / "nextmove.npy"
+    size = table.stat().st_size
+    table.write_bytes(b"not an npy at all")
     assert _detect(tmp_path) == expected
-    assert copy.stat().st_size > 10_000_000  # unpacked again
+    assert table.stat().st_size == size  # unpacked again
+
+
+def test_a_copy_in_the_old_single_file_layout_is_replaced(tmp_path):
+    expected = _detect(tmp_path)
+    copy = _copy(tmp_path)
+    old = tmp_path / (copy.name + ".npz")
+    old.write_bytes(b"PK an npz of an earlier mailsort")
+    for f in copy.iterdir():
+        f.unlink()
+    copy.rmdir()
+    assert _detect(tmp_path) == expected
+    assert not old.exists() and _copy(tmp_path).name == copy.name
 
 
 def test_an_unwritable_cache_directory_changes_nothing(tmp_path):

@@ -195,3 +195,16 @@ def test_the_sandbox_blocks_python_internals(tmp_path):
 def test_missing_template_language_is_a_clear_error():
     with pytest.raises(ConfigError, match="no reply template after_hours.fr.txt"):
         render(message(), lang="fr")
+
+
+def test_preload_loads_what_the_first_reply_needs_once_before_the_workers_fork():
+    from babel import localedata
+
+    from mailsort.replies import _environment
+
+    templates = Templates.load(None)
+    localedata._cache.clear()
+    _environment.cache_clear()
+    templates.preload()
+    assert _environment.cache_info().currsize == 1  # jinja2 imported and the sandbox built
+    assert {"en", "es", "it", "ru"} <= set(localedata._cache)  # babel's data for every template language
