@@ -43,6 +43,12 @@ def default_state_path() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "state.sqlite3"
 
 
+def cache_dir() -> Path:
+    """Where unpacked copies of the models are kept (`$MAILSORT_CACHE_DIR`, else the user cache dir):
+    anything in it can be deleted at any time and is made again."""
+    return Path(os.environ.get("MAILSORT_CACHE_DIR") or platformdirs.user_cache_dir(APP_NAME))
+
+
 # --------------------------------------------------------------------------------------- records
 
 

@@ -239,7 +239,6 @@ _CACHE_FIELDS = ("ptc", "pc", "classes", "nextmove", "row", "output")
 
 def _cache_path() -> Path | None:
     try:
-        import platformdirs
         import py3langid
         from py3langid.langid import MODEL_DIR, MODEL_FILE
     except ImportError:
@@ -253,7 +252,9 @@ def _cache_path() -> Path | None:
     version = getattr(py3langid, "__version__", "0")
     key = hashlib.sha256(f"{packed.st_size} {packed.st_mtime_ns} {' '.join(LANGUAGES)}".encode()).hexdigest()[:16]
     name = f"py3langid-{version}-{key}"
-    return Path(os.environ.get("MAILSORT_CACHE_DIR") or platformdirs.user_cache_dir("mailsort")) / name
+    from .config import cache_dir
+
+    return cache_dir() / name
 
 
 def _from_cache():

@@ -191,3 +191,47 @@ def test_explain_names_readable_features(model: Classifier) -> None:
     assert all(w > 0 for _, w in reasons)  # all pushed towards the verdict (critical)
     text = " ".join(name for name, _ in reasons)
     assert any(word in text for word in ("down", "500", "error", "website", "page"))
+
+
+# -- the unpacked copy in the cache directory (read without joblib once the model file is verified)
+
+
+def test_a_verified_model_is_read_from_its_unpacked_copy_afterwards(saved: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILSORT_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_classifier(saved)
+    copies = list((tmp_path / "cache").glob("model-*.npz"))
+    assert len(copies) == 1
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("the copy was not used"))
+    second = load_classifier(saved)
+    assert second.scores(PAIRS).tolist() == first.scores(PAIRS).tolist()
+    assert (second.threshold, second.card) == (first.threshold, first.card)
+
+
+def test_a_damaged_copy_is_ignored_and_made_again(saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILSORT_CACHE_DIR", str(tmp_path / "cache"))
+    expected = load_classifier(saved).scores(PAIRS).tolist()
+    copy = next((tmp_path / "cache").glob("model-*.npz"))
+    good = copy.read_bytes()
+    copy.write_bytes(good[: len(good) // 2] + bytes(len(good) - len(good) // 2))  # zeroed second half
+    assert load_classifier(saved).scores(PAIRS).tolist() == expected  # from the model file
+    assert len(copy.read_bytes()) == len(good)  # made again …
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("the new copy was not used"))
+    assert load_classifier(saved).scores(PAIRS).tolist() == expected  # … and used
+
+
+def test_the_copy_of_a_tampered_model_is_never_reached(saved: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILSORT_CACHE_DIR", str(tmp_path / "cache"))
+    load_classifier(saved)
+    saved.write_bytes(saved.read_bytes() + b"x")  # the card no longer vouches for it
+    with pytest.raises(ModelError, match="sha256"):
+        load_classifier(saved)
+
+
+def test_an_unusable_cache_directory_changes_nothing(saved: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    monkeypatch.setenv("MAILSORT_CACHE_DIR", str(blocked / "cache"))
+    assert load_classifier(saved).scores(PAIRS).tolist() == load_classifier(saved).scores(PAIRS).tolist()

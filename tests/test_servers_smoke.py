@@ -6,6 +6,7 @@ import smtplib
 from email.message import EmailMessage
 
 from imap_tools import MailBoxUnencrypted as MailBox, MailMessageFlags
+from sync_support import wait_for_login
 
 
 def _mail(subject: str) -> bytes:
@@ -20,6 +21,7 @@ def _mail(subject: str) -> bytes:
 
 def test_dovecot_append_move_keyword(dovecot, imap_user):
     user, password = imap_user
+    wait_for_login(dovecot, user, password)
     with MailBox("127.0.0.1", port=dovecot.port).login(user, password) as box:
         box.append(_mail("first"), "INBOX")
         box.folder.create("Later")
