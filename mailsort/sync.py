@@ -49,8 +49,8 @@ BATCH = 500  # messages per UID FETCH, journal transaction and round of bulk STO
 PARALLEL_MIN = 1000  # new messages in a folder from which worker processes pay off (they load the model)
 PARALLEL_BATCH = 250  # messages per batch with workers: smaller batches keep both workers busy
 FETCH_AHEAD = 32  # batches fetched ahead while the workers start (bounds the memory it takes)
-APPLY_GROUP = 2_500  # journaled messages applied on the server together, at least (and at a folder's end)
-APPLY_ROUNDS = 4  # at most this many rounds of bulk STOREs/MOVEs per folder (each MOVE costs the whole folder)
+APPLY_GROUP = 2_500  # journaled messages applied on the server together, at least (fewer at a folder's end)
+APPLY_ROUNDS = 4  # about this many rounds of bulk STOREs/MOVEs per folder (each MOVE costs the whole folder)
 SET_ASIDE = "unparseable"  # label recorded for messages that cannot be parsed
 CRASH_POINTS = ("after-journal", "after-store", "after-move", "after-return")
 
@@ -693,12 +693,15 @@ class _AccountPass:
         batch.items.extend(items)
         batch.keys.extend(keys)
         batch.last_uid = last_uid if last_uid is not None else max(arrived, default=batch.last_uid)
-        due = len(batch.items) >= max(APPLY_GROUP, -(-batch.total // APPLY_ROUNDS))
+        group = max(APPLY_GROUP, -(-batch.total // APPLY_ROUNDS))
         if self._applier is None:
-            if last_uid is not None or due:
+            if last_uid is not None or len(batch.items) >= group:
                 self._apply_journaled(batch)
         else:
             self._applied_rounds(wait=last_uid is not None)
+            # towards the folder's end, a round starts as soon as as much is waiting as is left to decide:
+            # the last round, which the pass waits for, is then about half as big
+            due = len(batch.items) >= min(group, batch.total - batch.done)
             if last_uid is not None or (due and not self._applier.busy):
                 # the last round also moves the folder mark to the end; the pass goes on with its next steps
                 # while the server files it (see finish_applying)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 from zoneinfo import ZoneInfo
 
@@ -158,6 +159,45 @@ def test_remembered_header_classes_give_the_stdlib_smtp_policys_bytes(lang, monk
     plain = [render(msg, template=name, lang=lang).as_bytes() for name in ("after_hours", "critical_ack")]
     assert fast == plain
     assert b"\r\nSubject: Re: " in fast[0] and b"=?utf-8?" in fast[0]
+
+
+def test_remembered_headers_and_folds_give_the_same_bytes_reply_after_reply(monkeypatch):
+    """MAIL_POLICY shares header objects (and their folded text) between replies: many replies in a
+    row, to senders and from owners with names that need quoting or encoding, each byte for byte what
+    email.policy.SMTP makes of it."""
+    import email.policy
+
+    import mailsort.replies as replies
+
+    names = ["Дмитрий «Дима» Иванов, ООО Ромашка", "O'Brien, Pat", 'A "quoted" name', "Zoë;Li (Support)",
+             "José María Núñez — assistenza siti web e-commerce e molto altro ancora, davvero molto", ""]
+    cases = [(owner, sender, lang, name) for owner in names[:3] for sender in names for lang in LANGS[:2]
+             for name in ("after_hours", "critical_ack")]
+
+    def build():
+        out = []
+        for owner, sender, lang, name in cases:
+            msg = message(lang=lang, date=NOW)
+            msg = msg.__class__(**{**msg.__dict__, "sender_name": sender, "subject": f"Re: {sender} " * 3})
+            out.append(render(msg, template=name, lang=lang, owner_name=owner or "Ana").as_bytes())
+        return out
+
+    fast, again = build(), build()  # the second time every repeated header is remembered
+    monkeypatch.setattr(replies, "MAIL_POLICY", email.policy.SMTP)
+    assert fast == again == build()
+
+
+def test_a_from_given_as_text_is_the_header_the_address_makes():
+    """build_reply sets From from str(Address(...)) (so that it can be remembered): the same bytes."""
+    import email.policy
+    from email.headerregistry import Address
+
+    for name in ["Giulia Rinaldi", "Дмитрий «Дима» Иванов, ООО Ромашка", "O'Brien, Pat", 'A "quoted" name',
+                 "x" * 120, "Zoë;Li", "Ann (Support)", ""]:
+        address = Address(display_name=name, addr_spec="me@studio.example")
+        from_object, from_text = EmailMessage(policy=email.policy.SMTP), EmailMessage(policy=email.policy.SMTP)
+        from_object["From"], from_text["From"] = address, str(address)
+        assert from_object.as_bytes() == from_text.as_bytes(), name
 
 
 def test_hours_summary_groups_runs():
