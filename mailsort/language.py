@@ -294,8 +294,12 @@ def _to_cache(identifier) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for old in path.parent.glob("py3langid-*"):  # copies for another py3langid, or damaged
-            if old != path:
-                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+            if old == path:
+                continue
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
         if path.exists():
             shutil.rmtree(path)
         code = {2: np.uint16, 4: np.uint32, 8: np.uint64}

@@ -86,7 +86,7 @@ class _MailPolicy(EmailPolicy):
     line length, line ending and utf8 setting: all that folding depends on)."""
 
     def _fold(self, name: str, value: Any, refold_binary: bool = False) -> str:
-        folds = self.header_factory.folded.get(id(value))
+        folds = getattr(self.header_factory, "folded", {}).get(id(value))
         if folds is None:
             return super()._fold(name, value, refold_binary)
         key = (self.max_line_length, self.linesep, self.utf8)

@@ -354,7 +354,8 @@ class _Worker:
         try:
             self.folder.file_many([entry.raw for entry in entries])  # type: ignore[union-attr]
         except MailsortError as exc:
-            self.errors.append(f"{len(entries)} replies were sent but not filed in Sent: {exc} (will retry)")
+            what = "1 reply was" if len(entries) == 1 else f"{len(entries)} replies were"
+            self.errors.append(f"{what} sent but not filed in Sent: {exc} (will retry)")
             return
         self.store.set_filed(*(entry.id for entry in entries))  # type: ignore[misc]
 
