@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `mailsort sync` against the IMAP I/O floor on a real Dovecot.
 
-    python scripts/bench_sync.py [N] [--keep]          (N defaults to 10,000)
+    python scripts/bench_sync.py [N] [--repeat K] [--keep]     (N defaults to 10,000)
 
 Starts a throwaway Dovecot on 127.0.0.1 (tests/servers.py, the one the tests use), fills the INBOX of
 two identical users with N realistic multilingual messages (plain, multipart/alternative, HTML only,
@@ -16,7 +16,9 @@ how a big mailbox exists anyway), lets Dovecot index both, then measures:
   no-op      `mailsort sync` again with nothing new (cold process start, a few runs, best and median);
   RSS        peak resident memory of the sync process (its own, and the sum over it and its workers).
 
-It prints the figures side by side. Nothing leaves 127.0.0.1.
+It prints the figures side by side. With --repeat K, the floor and the first sync run K times, each on
+its own copy of the mailbox, and the median run is shown with the range (a shared 2-core machine
+varies by 5 % and more from one run to the next). Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -193,6 +195,11 @@ def run_sync(config: Path, *extra: str, env: dict | None = None) -> dict:
             "cpu": usage.ru_utime + usage.ru_stime}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
 def dovecot_cpu(dovecot) -> float:
     """CPU seconds Dovecot's processes used so far (the master's own and its exited children's; IMAP
     sessions are children that exit at logout)."""
@@ -231,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=10_000, help="messages in the INBOX (default 10000)")
     parser.add_argument("--noop-runs", type=int, default=5, help="no-op syncs to time (default 5)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="first syncs (and floors) to time, each on its own copy of the mailbox; the "
+                             "median is reported, with the range (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the Dovecot directory (printed) afterwards")
     args = parser.parse_args(argv)
 
@@ -239,35 +249,46 @@ def main(argv: list[str] | None = None) -> int:
     sink = start_smtp()
     try:
         password = "bench"
-        for user in ("floor", "sync"):
+        runs = max(1, args.repeat)
+        users = [f"{role}{n}" for n in range(runs) for role in ("floor", "sync")]
+        for user in users:
             dovecot.add_user(user, password)
         t = time.perf_counter()
-        size = fill_maildir(dovecot.maildir("floor"), args.n)
-        copy_maildir(dovecot.maildir("floor"), dovecot.maildir("sync"))
+        size = fill_maildir(dovecot.maildir(users[0]), args.n)
+        for user in users[1:]:
+            copy_maildir(dovecot.maildir(users[0]), dovecot.maildir(user))
         fill_seconds = time.perf_counter() - t
         time.sleep(1.1)  # Dovecot re-reads its passwd-file at most once a second
-        for user in ("floor", "sync"):
+        for user in users:
             count = index(dovecot.port, user, password)
             assert count == args.n, (user, count)
         print(f"{args.n} messages ({size / 1e6:.0f} MB) written in {fill_seconds:.1f} s and indexed; "
               f"{os.cpu_count()} cores", flush=True)
 
-        cpu = dovecot_cpu(dovecot)
-        base = floor(dovecot.port, "floor", password)
-        time.sleep(0.5)  # the session process exits after LOGOUT; then its CPU is counted
-        base["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
-        print(f"floor: {base['rate']:.0f} msg/s ({base['seconds']:.2f} s)", flush=True)
+        floors, firsts = [], []
+        for n in range(runs):
+            cpu = dovecot_cpu(dovecot)
+            base = floor(dovecot.port, f"floor{n}", password)
+            time.sleep(0.5)  # the session process exits after LOGOUT; then its CPU is counted
+            base["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
+            print(f"floor: {base['rate']:.0f} msg/s ({base['seconds']:.2f} s)", flush=True)
+            floors.append(base)
 
-        config = write_config(root, dovecot, "sync", password, smtp_port=sink.port)
-        cpu = dovecot_cpu(dovecot)
-        first = run_sync(config)
-        time.sleep(0.5)
-        first["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
-        account = first["json"]["accounts"][0]
-        if account["errors"] or account["fetched"] != args.n:
-            raise SystemExit(f"first sync incomplete: {account}")
+            (root / f"sync{n}").mkdir()
+            config = write_config(root / f"sync{n}", dovecot, f"sync{n}", password, smtp_port=sink.port)
+            cpu = dovecot_cpu(dovecot)
+            first = run_sync(config)
+            time.sleep(0.5)
+            first["dovecot_cpu"] = dovecot_cpu(dovecot) - cpu
+            account = first["json"]["accounts"][0]
+            if account["errors"] or account["fetched"] != args.n:
+                raise SystemExit(f"first sync incomplete: {account}")
+            print(f"first sync: {args.n / first['seconds']:.0f} msg/s ({first['seconds']:.2f} s)", flush=True)
+            firsts.append(first)
+        base = _median_run(floors)
+        first = _median_run(firsts)
         rate = args.n / first["seconds"]
-        print(f"first sync: {rate:.0f} msg/s ({first['seconds']:.2f} s)", flush=True)
+        account = first["json"]["accounts"][0]
 
         noops = [run_sync(config) for _ in range(args.noop_runs)]
         for run in noops:
@@ -277,8 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         width = 44
         print()
         print(f"{'N = ' + format(args.n, ','):<{width}}{'floor (imaplib)':>18}{'mailsort':>14}")
-        print(f"{'first sync, messages/s':<{width}}{base['rate']:>18.0f}{rate:>14.0f}")
+        print(f"{'first sync, messages/s' + (f' (median of {runs})' if runs > 1 else ''):<{width}}"
+              f"{base['rate']:>18.0f}{rate:>14.0f}")
         print(f"{'first sync, seconds':<{width}}{base['seconds']:>18.2f}{first['seconds']:>14.2f}")
+        if runs > 1:
+            low, high = (args.n / max(r["seconds"] for r in firsts), args.n / min(r["seconds"] for r in firsts))
+            floor_low, floor_high = min(r["rate"] for r in floors), max(r["rate"] for r in floors)
+            print(f"{'  range, messages/s':<{width}}{f'{floor_low:.0f}–{floor_high:.0f}':>18}{f'{low:.0f}–{high:.0f}':>14}")
         print(f"{'no-op sync process, s (best / median)':<{width}}{'':>18}"
               f"{min(noop_times):>7.3f} / {statistics.median(noop_times):.3f}")
         print(f"{'peak RSS first sync, MB: sync process':<{width}}{'':>18}{first['rss_mb']:>14.0f}")
