@@ -382,21 +382,66 @@ class ImapSession:
         wanted = set(uids)
         return sorted((p for p in found if p.uid in wanted), key=lambda p: p.uid)
 
-    def find_message_id(self, folder: str, message_id: str) -> bool:
-        """Is a message with this Message-ID in the folder? (UID SEARCH HEADER Message-ID)"""
-        clean = re.sub(r'[\r\n"\\]', "", message_id).strip()
-        if not clean:
-            return False
-        if folder not in self.folders() and folder.upper() != "INBOX":
-            return False
-
-        def op(client: imaplib.IMAP4) -> bool:
-            typ, data = client.uid("SEARCH", f'HEADER Message-ID "{clean}"')
+    def search(self, folder: str, criteria: str) -> list[int]:
+        """UID SEARCH with these criteria (IMAP syntax, built by the caller)."""
+        def op(client: imaplib.IMAP4) -> list[int]:
+            typ, data = client.uid("SEARCH", criteria)
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"UID SEARCH: {_text(data)}")
-            return bool(parse_search(data))
+            return parse_search(data)
 
         return self._run(f"SEARCH {folder}", op, folder=folder)
+
+    def find_message_ids(self, folder: str, message_ids: Iterable[str], since: datetime | None = None) -> list[int]:
+        """UIDs of the messages with these Message-IDs in the folder: few SEARCHes, each an OR chain of up
+        to SEARCH_IDS of them (see message_id_searches); nothing when the folder does not exist."""
+        if folder.upper() != "INBOX" and folder not in self.folders():
+            return []
+        found: set[int] = set()
+        for criteria in message_id_searches(message_ids, since):
+            found.update(self.search(folder, criteria))
+        return sorted(found)
+
+    def find_message_id(self, folder: str, message_id: str) -> bool:
+        """Is a message with this Message-ID in the folder?"""
+        return bool(self.find_message_ids(folder, [message_id]))
+
+    def message_ids_in(self, folder: str, message_ids: Sequence[str], since: datetime | None = None
+                       ) -> dict[str, list[int]]:
+        """{Message-ID: UIDs} of those of these messages the folder holds: find_message_ids, then the
+        Message-ID field of what it found (a SEARCH says which messages matched, not which ID each has)."""
+        wanted = {_clean_message_id(m): m for m in message_ids}
+        out: dict[str, list[int]] = {}
+        for uid_set in uid_set_chunks(self.find_message_ids(folder, message_ids, since)):
+            for uid, raw in self.header_fields(folder, uid_set, "MESSAGE-ID"):
+                value = _field(raw, "Message-ID")
+                if value in wanted:
+                    out.setdefault(wanted[value], []).append(uid)
+        return out
+
+    def header_fields(self, folder: str, uid_set: str, fields: str) -> list[tuple[int, bytes]]:
+        """(UID, header block of just these fields) of each message in the UID set (nothing marked read)."""
+        def op(client: imaplib.IMAP4) -> list[tuple[int, bytes]]:
+            typ, data = client.uid("FETCH", uid_set, f"(UID BODY.PEEK[HEADER.FIELDS ({fields})])")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"UID FETCH: {_text(data)}")
+            out = []
+            for item in data or ():
+                if isinstance(item, tuple) and len(item) > 1 and isinstance(item[0], bytes) and isinstance(item[1], bytes):
+                    match = _FETCH_UID.search(item[0])
+                    if match:
+                        out.append((int(match.group(1)), item[1]))
+            return out
+
+        return self._run(f"FETCH {folder}", op, folder=folder)
+
+    def uidvalidity(self, folder: str) -> int | None:
+        """The folder's UIDVALIDITY now (None when it is gone), from a SELECT (which a STORE needs anyway)."""
+        if folder.upper() != "INBOX" and folder not in self.folders():
+            return None
+        self._run(f"SELECT {folder}", lambda client: None, folder=folder)
+        value = self.selected_info.get("uidvalidity")
+        return value if isinstance(value, int) else None
 
     def _check_uidvalidity(self, folder: str, expected: int | None) -> None:
         if expected is not None and self.selected_info.get("uidvalidity") not in (None, expected):
@@ -412,9 +457,21 @@ class ImapSession:
     def set_flag(self, folder: str, uids: Sequence[int], flag: str, value: bool = True) -> None:
         self._store(folder, uids, "+FLAGS.SILENT" if value else "-FLAGS.SILENT", (flag,))
 
-    def gmail_label(self, folder: str, uids: Sequence[int], label: str) -> None:
+    def gmail_label(self, folder: str, uids: Sequence[int], label: str, value: bool = True) -> None:
         """Gmail labels (X-GM-LABELS): the message stays put and shows under the label."""
-        self._store(folder, uids, "+X-GM-LABELS", (imap_quote(label),))
+        self._store(folder, uids, "+X-GM-LABELS" if value else "-X-GM-LABELS", (imap_quote(label),))
+
+    def delete(self, folder: str, uids: Sequence[int]) -> None:
+        """Take these messages away (a label copy in folder mode): \\Deleted, then UID EXPUNGE of exactly
+        those UIDs; without UIDPLUS they stay marked \\Deleted for the mail program to purge (other
+        mail is never expunged)."""
+        if not uids:
+            return
+        self._store(folder, uids, "+FLAGS.SILENT", ("\\Deleted",))
+        if "UIDPLUS" in self.capabilities:
+            for uid_set in uid_set_chunks(uids):
+                self._run(f"EXPUNGE {folder}", lambda client, s=uid_set: _ok(client.uid("EXPUNGE", s), "UID EXPUNGE"),
+                          folder=folder, write=True)
 
     def _store(self, folder: str, uids: Sequence[int], item: str, values: tuple[str, ...]) -> None:
         if not uids or not values:
@@ -580,6 +637,51 @@ def parse_uid_set(text: str) -> list[int]:
         elif part:
             out.append(int(part))
     return out
+
+
+SEARCH_IDS = 200  # Message-IDs per UID SEARCH (an OR chain): each SEARCH makes the server go through the folder
+SEARCH_CHARS = 6000  # ... and at most this long (servers limit the command line; Dovecot to 64 KB)
+_ID_UNSAFE = re.compile(r'[\r\n"\\]')
+_FETCH_UID = re.compile(rb"\bUID (\d+)")
+
+
+def _clean_message_id(message_id: str) -> str:
+    """A Message-ID as it may go into a quoted SEARCH string (and as _field reads it back)."""
+    return _ID_UNSAFE.sub("", message_id).strip()
+
+
+def message_id_searches(message_ids: Iterable[str], since: datetime | None = None) -> list[str]:
+    """The UID SEARCH criteria that find these Message-IDs: each ID once, up to SEARCH_IDS of them
+    OR-chained per SEARCH and within SEARCH_CHARS. With `since`, only mail that arrived (INTERNALDATE)
+    on or after that day: the server then reads the headers of that mail only, not the whole folder."""
+    keys = [f'HEADER Message-ID "{c}"' for c in dict.fromkeys(map(_clean_message_id, message_ids)) if c]
+    prefix = f"SINCE {imap_date(since)} " if since is not None else ""
+    searches: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for n, key in enumerate(keys):
+        chunk.append(key)
+        size += len(key) + 4  # the key, a space and an "OR "
+        if n + 1 == len(keys) or len(chunk) == SEARCH_IDS or size + len(keys[n + 1]) + 4 > SEARCH_CHARS:
+            searches.append(prefix + " ".join(["OR"] * (len(chunk) - 1) + chunk))
+            chunk, size = [], 0
+    return searches
+
+
+def imap_date(moment: datetime) -> str:
+    """An IMAP date (SEARCH SINCE): the UTC day, month in English whatever the locale."""
+    day = moment.astimezone(timezone.utc)
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return f"{day.day}-{months[day.month - 1]}-{day.year}"
+
+
+def _field(raw: bytes, name: str) -> str | None:
+    """One field of a header block, unfolded."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    value = BytesHeaderParser(policy=compat32).parsebytes(raw).get(name)
+    return " ".join(str(value).split()) if value is not None else None
 
 
 def parse_search(data: list) -> list[int]:

@@ -468,11 +468,18 @@ class _AccountPass:
             self.tally.counts["reapplied"] += len(rows)
 
     def _without_copies_made(self, rows: list[HandledMessage]) -> list[HandledMessage]:
-        """Folder mode: COPY is not idempotent, so leave out messages whose label copy already exists."""
+        """Folder mode: COPY is not idempotent, so leave out the label copies a crashed pass made already
+        (found by Message-ID: a few OR-chained SEARCHes per label folder, not one per message)."""
+        wanted: dict[str, list[str]] = defaultdict(list)  # label folder -> Message-IDs to look for
+        for row in rows:
+            for label in label_targets(row.decision):
+                if row.message_id:
+                    wanted[label].append(row.message_id)
+        present = {label: set(self.session.message_ids_in(label, ids)) for label, ids in wanted.items()}
         kept = []
         for row in rows:
-            labels = [a["target"] for a in row.decision.get("actions", []) if a.get("type") == "label"]
-            if row.message_id and labels and all(self.session.find_message_id(l, row.message_id) for l in labels):
+            labels = label_targets(row.decision)
+            if row.message_id and labels and all(row.message_id in present[label] for label in labels):
                 row = replace(row, decision={**row.decision, "actions": [
                     a for a in row.decision.get("actions", []) if a.get("type") != "label"]})
             kept.append(row)

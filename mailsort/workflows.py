@@ -44,10 +44,8 @@ means a full run.
 
 from __future__ import annotations
 
-import imaplib
 import json
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
@@ -56,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from .calendar import WorkCalendar
 from .config import Absence, AccountConfig, Config
 from .errors import MailsortError
-from .imap import ImapSession, imap_quote, keyword_for, parse_search, uid_set_chunks
+from .imap import ImapSession, imap_date, keyword_for, uid_set_chunks
 from .store import HandledMessage, OutboxEntry, Store, from_iso, iso
 
 # deadlines and absences are imported where a full run uses them: a pass with nothing to do needs neither
@@ -72,8 +70,6 @@ SENT_SCAN_EVERY = timedelta(minutes=5)
 FIRST_SCAN_MARGIN = timedelta(days=7)  # the first look at Sent reaches this far before the oldest open mail
 ABSENCE_LOOKBACK = timedelta(days=3)  # a first pass ever does not thank people for an absence long past
 FETCH_BATCH = 500  # Sent messages per UID FETCH
-SEARCH_IDS = 200  # Message-IDs per UID SEARCH (an OR chain): each SEARCH makes the server go through the folder
-SEARCH_CHARS = 6000  # ... and at most this long (servers limit the command line; Dovecot to 64 KB)
 SEARCH_MARGIN = timedelta(days=2)  # a Message-ID SEARCH looks at mail that arrived this long before the message
 SENT_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES DATE AUTO-SUBMITTED"
 
@@ -307,14 +303,17 @@ class _Run:
         if state.get("folder") == folder and state.get("uidvalidity") == status.uidvalidity:
             after = int(state.get("last_uid", 0))
             for start in range(after + 1, until + 1, FETCH_BATCH):
-                headers += _fetch_header_fields(self.session, folder, f"{start}:{min(start + FETCH_BATCH - 1, until)}")
+                headers += self._sent_fields(folder, f"{start}:{min(start + FETCH_BATCH - 1, until)}")
         elif until > 0:
-            uids = [u for u in _search(self.session, folder, f"UID 1:{until} SINCE {_imap_date(since)}") if u <= until]
+            uids = [u for u in self.session.search(folder, f"UID 1:{until} SINCE {imap_date(since)}") if u <= until]
             for start in range(0, len(uids), FETCH_BATCH):
                 for uid_set in uid_set_chunks(uids[start:start + FETCH_BATCH]):
-                    headers += _fetch_header_fields(self.session, folder, uid_set)
+                    headers += self._sent_fields(folder, uid_set)
         read_to = {"folder": folder, "uidvalidity": status.uidvalidity, "last_uid": until}
         return [_answer_fields(raw, self.now) for raw in headers], read_to
+
+    def _sent_fields(self, folder: str, uid_set: str) -> list[bytes]:
+        return [raw for _, raw in self.session.header_fields(folder, uid_set, SENT_FIELDS)]
 
     # ------------------------------------------------------------------------------ 2. overdue
 
@@ -341,7 +340,7 @@ class _Run:
     def _label(self, rows: Sequence[HandledMessage], label: str) -> None:
         mode = self.session.label_mode
         if mode == "folder":  # COPY is not idempotent: leave out what a crashed pass copied already
-            copied = self._ids_in(label, [r.message_id for r in rows])
+            copied = self.session.message_ids_in(label, [r.message_id for r in rows])
             rows = [r for r in rows if r.message_id not in copied]
         for folder, uids in self._locate(rows).items():
             if mode == "keyword":
@@ -355,13 +354,13 @@ class _Run:
         mode = self.session.label_mode
         if mode == "folder":  # the copies are in the label folder, under UIDs of their own
             if label in self.session.folders():
-                _delete(self.session, label, _find(self.session, label, [r.message_id for r in rows]))
+                self.session.delete(label, self.session.find_message_ids(label, [r.message_id for r in rows]))
             return
         for folder, uids in self._locate(rows).items():
             if mode == "keyword":
                 self.session.set_flag(folder, uids, keyword_for(label), value=False)
             else:
-                _store(self.session, folder, uids, "-X-GM-LABELS", imap_quote(label))
+                self.session.gmail_label(folder, uids, label, value=False)
 
     def _locate(self, rows: Sequence[HandledMessage]) -> dict[str, list[int]]:
         """{folder: UIDs} of these journaled messages as they are now. By the journaled UID when the
@@ -380,7 +379,7 @@ class _Run:
             else:
                 by_place[(row.folder, row.uidvalidity)].append((row, target))
         for (folder, uidvalidity), group in by_place.items():
-            if self._uidvalidity(folder) == uidvalidity:
+            if self.session.uidvalidity(folder) == uidvalidity:
                 found[folder].update(row.uid for row, _ in group)
                 lost.extend((row, target) for row, target in group if target is not None)  # move not applied yet
             else:
@@ -402,34 +401,12 @@ class _Run:
                     continue
                 since = _search_since(todo.values())
                 if n + 1 == len(order):
-                    found[folder].update(_find(self.session, folder, list(todo), since))
+                    found[folder].update(self.session.find_message_ids(folder, list(todo), since))
                     break
-                for message_id, uids in self._ids_in(folder, list(todo), since).items():
+                for message_id, uids in self.session.message_ids_in(folder, list(todo), since).items():
                     found[folder].update(uids)
                     todo.pop(message_id, None)
         return {folder: sorted(uids) for folder, uids in found.items() if uids}
-
-    def _uidvalidity(self, folder: str) -> int | None:
-        """The folder's UIDVALIDITY now (None when it is gone), from the SELECT the STORE needs anyway."""
-        if folder.upper() != "INBOX" and folder not in self.session.folders():
-            return None
-        self.session._run(f"SELECT {folder}", lambda client: None, folder=folder)
-        value = self.session.selected_info.get("uidvalidity")
-        return value if isinstance(value, int) else None
-
-    def _ids_in(self, folder: str, message_ids: Sequence[str], since: datetime | None = None) -> dict[str, list[int]]:
-        """{Message-ID: UIDs} of those of these messages the folder holds: the OR-chained SEARCH, then
-        the Message-ID header of what it found (only that, to tell which is which)."""
-        if not message_ids or (folder.upper() != "INBOX" and folder not in self.session.folders()):
-            return {}
-        wanted = {_ID_UNSAFE.sub("", m).strip(): m for m in message_ids}
-        out: dict[str, list[int]] = defaultdict(list)
-        for uid_set in uid_set_chunks(_find(self.session, folder, message_ids, since)):
-            for uid, raw in _fetch_message_ids(self.session, folder, uid_set):
-                value = _header(raw, "Message-ID")
-                if value in wanted:
-                    out[wanted[value]].append(uid)
-        return dict(out)
 
     # ------------------------------------------------------------------------------ 3. digest
 
@@ -535,12 +512,6 @@ def _json(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _imap_date(t: datetime) -> str:
-    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-    day = t.astimezone(timezone.utc).date()
-    return f"{day.day}-{months[day.month - 1]}-{day.year}"
-
-
 def _answer_fields(raw: bytes, now: datetime) -> tuple[str | None, str | None, datetime | None, str | None]:
     """(In-Reply-To, References, Date, Auto-Submitted) from a header block; a missing or unreadable
     Date counts as `now` (the answer is there, we only do not know since when)."""
@@ -570,14 +541,6 @@ def _moved_to(row: HandledMessage) -> str | None:
     return None
 
 
-def _header(raw: bytes, name: str) -> str | None:
-    from email.parser import BytesHeaderParser
-    from email.policy import compat32
-
-    value = BytesHeaderParser(policy=compat32).parsebytes(raw).get(name)
-    return " ".join(str(value).split()) if value is not None else None
-
-
 def _message_of(row: HandledMessage, language: str) -> Message:
     """A Message for a stored row, enough to build and guard a reply to it (the reply goes where the
     automatic replies to it went: the `to` of its reply action, else the sender)."""
@@ -589,41 +552,6 @@ def _message_of(row: HandledMessage, language: str) -> Message:
                    reply_to=reply_to, date=row.arrived_at, language=language or row.language)
 
 
-# ---------------------------------------------------------------------------------- IMAP bits
-# imap.ImapSession offers no header-field FETCH, no free-form SEARCH and no label removal for Gmail or
-# folder mode yet; these go through its `_run`, which keeps the reconnect-and-retry in one place.
-
-_ID_UNSAFE = re.compile(r'[\r\n"\\]')
-
-
-def _search(session: ImapSession, folder: str, criteria: str) -> list[int]:
-    def op(client: imaplib.IMAP4) -> list[int]:
-        typ, data = client.uid("SEARCH", criteria)
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID SEARCH: {data!r}")
-        return parse_search(data)
-
-    return session._run(f"SEARCH {folder}", op, folder=folder)
-
-
-def _find(session: ImapSession, folder: str, message_ids: Iterable[str], since: datetime | None = None) -> list[int]:
-    """UIDs of the messages with these Message-IDs in the folder (a few IDs per SEARCH, OR-chained).
-    With `since`, only mail that arrived (INTERNALDATE) on or after that day: the server then reads the
-    headers of that mail only, not of the whole folder."""
-    keys = [f'HEADER Message-ID "{c}"' for c in dict.fromkeys(_ID_UNSAFE.sub("", m).strip() for m in message_ids) if c]
-    found: set[int] = set()
-    prefix = f"SINCE {_imap_date(since)} " if since is not None else ""
-    chunk: list[str] = []
-    size = 0
-    for n, key in enumerate(keys):
-        chunk.append(key)
-        size += len(key) + 4  # the key, a space and an "OR "
-        if n + 1 == len(keys) or len(chunk) == SEARCH_IDS or size + len(keys[n + 1]) + 4 > SEARCH_CHARS:
-            found.update(_search(session, folder, prefix + " ".join(["OR"] * (len(chunk) - 1) + chunk)))
-            chunk, size = [], 0
-    return sorted(found)
-
-
 def _search_since(rows: Iterable[HandledMessage]) -> datetime | None:
     """A safe lower bound of the INTERNALDATE of these journaled messages: `arrived_at` is the
     INTERNALDATE the pass fetched, which MOVE and COPY keep (a server that does not keep it gives the
@@ -632,56 +560,3 @@ def _search_since(rows: Iterable[HandledMessage]) -> datetime | None:
     if not arrivals or any(a is None for a in arrivals):
         return None
     return min(arrivals) - SEARCH_MARGIN  # type: ignore[type-var, operator]
-
-
-_FETCH_UID = re.compile(rb"\bUID (\d+)")
-
-
-def _fetch_message_ids(session: ImapSession, folder: str, uid_set: str) -> list[tuple[int, bytes]]:
-    """(UID, Message-ID header block) of each message in the UID set."""
-    def op(client: imaplib.IMAP4) -> list[tuple[int, bytes]]:
-        typ, data = client.uid("FETCH", uid_set, "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID FETCH: {data!r}")
-        out = []
-        for item in data or ():
-            if isinstance(item, tuple) and len(item) > 1 and isinstance(item[0], bytes):
-                match = _FETCH_UID.search(item[0])
-                if match and isinstance(item[1], bytes):
-                    out.append((int(match.group(1)), item[1]))
-        return out
-
-    return session._run(f"FETCH {folder}", op, folder=folder)
-
-
-def _fetch_header_fields(session: ImapSession, folder: str, uid_set: str) -> list[bytes]:
-    """The SENT_FIELDS header block of each message in the UID set (nothing marked read)."""
-    def op(client: imaplib.IMAP4) -> list[bytes]:
-        typ, data = client.uid("FETCH", uid_set, f"(UID BODY.PEEK[HEADER.FIELDS ({SENT_FIELDS})])")
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID FETCH: {data!r}")
-        return [item[1] for item in data or () if isinstance(item, tuple) and len(item) > 1 and isinstance(item[1], bytes)]
-
-    return session._run(f"FETCH {folder}", op, folder=folder)
-
-
-def _store(session: ImapSession, folder: str, uids: Sequence[int], item: str, value: str) -> None:
-    for uid_set in uid_set_chunks(uids):
-        def op(client: imaplib.IMAP4, uid_set: str = uid_set) -> None:
-            typ, data = client.uid("STORE", uid_set, item, f"({value})")
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"UID STORE {item}: {data!r}")
-
-        session._run(f"STORE {folder}", op, folder=folder, write=True)
-
-
-def _delete(session: ImapSession, folder: str, uids: Sequence[int]) -> None:
-    """Folder mode: take a label copy away (\\Deleted, then UID EXPUNGE of exactly those UIDs; without
-    UIDPLUS they stay marked \\Deleted for the mail program to purge: we never expunge other mail)."""
-    if not uids:
-        return
-    _store(session, folder, uids, "+FLAGS.SILENT", "\\Deleted")
-    if "UIDPLUS" in session.capabilities:
-        for uid_set in uid_set_chunks(uids):
-            session._run(f"EXPUNGE {folder}", lambda client, s=uid_set: client.uid("EXPUNGE", s), folder=folder,
-                         write=True)

@@ -271,14 +271,15 @@ password_env = "{password_env}"
 
 
 def write_config(tmp_path: Path, dovecot, user: str, password: str, *, folders=("INBOX",), extra: str = "",
-                 smtp_port: int | None = None) -> Path:
+                 smtp_port: int | None = None, tail: str = "") -> Path:
     """A config file for this Dovecot user (and an SMTP sink when given); the password comes from an
-    environment variable."""
+    environment variable. `extra` goes into [replies], `tail` (more tables) at the end."""
     env = f"MAILSORT_TEST_PW_{abs(hash((str(tmp_path), user))) % 10**8}"
     os.environ[env] = password
     path = tmp_path / "config.toml"
     path.write_text(config_toml(state=tmp_path / "state.sqlite3", imap_port=dovecot.port, user=user, password_env=env,
-                                replies='owner_name = "Owner"\n' + extra, folders=tuple(folders), smtp_port=smtp_port),
+                                replies='owner_name = "Owner"\n' + extra, folders=tuple(folders), smtp_port=smtp_port,
+                                tail=tail),
                     encoding="utf-8")
     return path
 

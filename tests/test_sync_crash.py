@@ -23,9 +23,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sync_support import CLOSED, NEXT_MORNING, append, everything, is_critical, mail, wait_for_login, write_config
+from sync_support import (CLOSED, NEXT_MORNING, CommandLog, FakeClassifier, append, everything, is_critical, mail, wait_for_login,
+                          write_config)
 
+from mailsort.config import load_config
 from mailsort.store import Store
+from mailsort.sync import sync_account
 
 SUPPORT = Path(__file__).with_name("sync_support.py")
 LABELS = ("Critical", "Routine")
@@ -169,6 +172,38 @@ def test_a_sync_killed_then_run_again_loses_nothing_and_does_nothing_twice(dovec
     sent = replies_by_message(smtp_sink)
     assert len(sent) == COUNT and all(len(subjects) == 1 for subjects in sent.values()), sent
     assert_sorted_exactly_once(dovecot, user, password, closed=False)
+
+
+def test_folder_mode_killed_after_the_label_copies_copies_nothing_twice(dovecot, imap_user, tmp_path, smtp_sink,
+                                                                         monkeypatch):
+    """Folder mode labels by COPY, which is not idempotent: the pass after the crash looks for the copies
+    the killed one made (a few OR-chained SEARCHes per label folder, not one per message) and makes
+    only the missing ones."""
+    user, password = imap_user
+    wait_for_login(dovecot, user, password)
+    config = write_config(tmp_path, dovecot, user, password, smtp_port=smtp_sink.port,
+                          tail='\n[labels]\nmode = "folder"\n')
+    append(dovecot, user, password, [mail(n) for n in range(COUNT)])
+
+    assert_killed(mailsort(config, CLOSED, crash="after-store", batch=7, apply_group=14))
+    made = everything(dovecot, user, password)  # (`contents` fails on a Message-ID twice in a folder)
+    assert 0 < len(made["Critical"]) + len(made["Routine"]) < COUNT  # the first round's copies only
+
+    cfg = load_config(config)
+    log = CommandLog(monkeypatch)
+    with Store(tmp_path / "state.sqlite3") as store:
+        pending = store.pending("work")
+        report = sync_account(cfg, cfg.accounts[0], store=store, now=CLOSED, classifier_factory=FakeClassifier)
+    assert report.ok and report.to_json()["reapplied"] == len(pending) >= 7, report.errors
+    searches = [c for c in log.commands if c == "UID SEARCH"]
+    assert len(searches) <= 5, log.commands  # by label folder, not by message (the pass itself searches too)
+
+    seen = everything(dovecot, user, password)
+    for n in range(COUNT):
+        mid = f"<sample-{n}@example.test>"
+        label = "Critical" if is_critical(n) else "Routine"
+        assert mid in seen[label] and mid not in seen["Critical" if label == "Routine" else "Routine"], mid
+        assert mid in seen["Later" if not is_critical(n) else "INBOX"], mid
 
 
 def test_killed_after_returning_the_later_folder_returns_it_once(dovecot, mailbox_env, smtp_sink):

@@ -14,7 +14,8 @@ from mailsort.config import parse_config
 from mailsort.errors import ServerError
 from mailsort.replies import owner_message
 from mailsort.store import Store, from_iso
-from mailsort.workflows import WorkflowError, _answer_fields, _imap_date, _message_of, run_workflows
+from mailsort.imap import SEARCH_CHARS, ImapSession, imap_date, message_id_searches
+from mailsort.workflows import WorkflowError, _answer_fields, _message_of, run_workflows
 
 from workflow_support import MADRID, at, calendar, row
 
@@ -34,8 +35,8 @@ def test_sent_header_fields_are_read_with_folded_references_and_a_fallback_date(
 
 
 def test_imap_dates_are_utc_days_in_english():
-    assert _imap_date(at("2026-11-06 00:30")) == "5-Nov-2026"  # 23:30 UTC the day before
-    assert _imap_date(at("2026-03-09 12:00")) == "9-Mar-2026"
+    assert imap_date(at("2026-11-06 00:30")) == "5-Nov-2026"  # 23:30 UTC the day before
+    assert imap_date(at("2026-03-09 12:00")) == "9-Mar-2026"
 
 
 def test_a_stored_row_becomes_a_message_replied_to_where_its_replies_went():
@@ -148,6 +149,12 @@ class QuietSession:
 
     label_mode = "keyword"
     capabilities = frozenset()
+    # the session's own reading of SEARCH, FETCH and SELECT answers, over the `_run` below
+    search = ImapSession.search
+    header_fields = ImapSession.header_fields
+    uidvalidity = ImapSession.uidvalidity
+    find_message_ids = ImapSession.find_message_ids
+    message_ids_in = ImapSession.message_ids_in
 
     def __init__(self):
         self.asked: list = []
@@ -302,17 +309,13 @@ def test_how_far_sent_was_read_is_stored_only_with_the_answers_it_gave(monkeypat
         assert json.loads(store.get_meta("work", "sent_scan")) == {"folder": "Sent", "uidvalidity": 1, "last_uid": 1}
 
 
-def test_message_id_searches_are_few_bounded_and_well_formed(monkeypatch):
-    import mailsort.workflows as workflows
-
-    asked = []
-    monkeypatch.setattr(workflows, "_search", lambda session, folder, criteria: asked.append(criteria) or [])
+def test_message_id_searches_are_few_bounded_and_well_formed():
     ids = [f"<id-{n}@example.org>" for n in range(450)] + ["<id-1@example.org>", 'bad"\r\n<x@y>', "  "]
-    workflows._find(None, "INBOX", ids, at("2026-11-20 00:30"))
+    asked = message_id_searches(ids, at("2026-11-20 00:30"))
     assert len(asked) == 4  # not one SEARCH per 25 IDs: each makes the server go through the folder
     seen = []
     for criteria in asked:
-        assert criteria.startswith("SINCE 19-Nov-2026 ") and len(criteria) <= workflows.SEARCH_CHARS + 20
+        assert criteria.startswith("SINCE 19-Nov-2026 ") and len(criteria) <= SEARCH_CHARS + 20
         words = criteria.split(" ")[2:]
         keys = [w for w in words if w.startswith('"')]
         assert words.count("OR") == len(keys) - 1 and all(w in ("OR", "HEADER", "Message-ID") or w.startswith('"')
