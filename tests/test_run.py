@@ -19,7 +19,7 @@ import pytest
 from sync_support import config_toml
 
 from mailsort.calendar import WorkCalendar
-from mailsort.config import Absence, AccountConfig, ServerConfig, parse_config
+from mailsort.config import parse_config
 from mailsort.daemon import Daemon, Wake, backoff_delay, new_mail, next_send_time, next_wake
 from mailsort.store import OutboxEntry
 
