@@ -485,26 +485,29 @@ def _handled_messages(config: Config, account: str | None, since: datetime | Non
 
 @cli.command("due")
 @click.option("--account", metavar="NAME", help="Only this account. Default: all of them.")
+@click.option("--all", "everything", is_flag=True,
+              help="Mail of any age. Default: what the sync keeps track of, mail of the last 30 days.")
 @NOW_OPTION
 @JSON_OPTION
 @pass_ctx
-def due_command(ctx: Context, account: str | None, now_text: str | None, as_json: bool) -> None:
+def due_command(ctx: Context, account: str | None, everything: bool, now_text: str | None, as_json: bool) -> None:
     """Client mail waiting for an answer: overdue, due today, critical still open.
 
     Each client message is due replies.reply_within_hours working hours after it arrived (only open
     time counts). It counts as answered once a reply naming it (In-Reply-To or References) is in the
     Sent folder, as seen by the last sync. "Due today" runs to the end of today's working time (after
-    hours: of the next working day). This is the digest the owner gets at each opening. --json prints
+    hours: of the next working day). This is the digest the owner gets at each opening: mail that
+    arrived in the last 30 days (--all: any time). --json prints
     {"now", "due_today_until", "overdue": [...], "due_today": [...], "critical_open": [...]}, each item
     {"account", "message_id", "sender", "subject", "label", "client", "arrived_at", "due_at", ...}.
     """
     from .calendar import WorkCalendar
-    from .deadlines import classify_due, digest_text, report_json
+    from .deadlines import TRACK_FOR, classify_due, digest_text, report_json
 
     config = ctx.config()
     calendar = WorkCalendar.from_config(config.calendar)
     now = parse_now(now_text)
-    messages = _handled_messages(config, account)
+    messages = _handled_messages(config, account, None if everything else now - TRACK_FOR)
     report = classify_due(messages, now, calendar, hours=config.replies.reply_within_hours)
     if as_json:
         emit_json(report_json(report, calendar.tz))

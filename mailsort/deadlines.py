@@ -27,7 +27,7 @@ CLIENT_LABELS = ("critical", "routine")  # set-aside rows and other labels have 
 # than this long after it arrived is backlog (the same limit as policy's age limit for replies).
 BACKLOG_AGE = timedelta(days=3)
 # The sync pass tracks unanswered mail (Overdue label, digest) for this long after it arrived: a "thanks!"
-# that never needed an answer must not sit in every digest forever. `mailsort due` still lists it all.
+# that never needed an answer must not sit in every digest forever (nor in `mailsort due`, but with --all).
 TRACK_FOR = timedelta(days=30)
 _ID = re.compile(r"<[^<>\s]+>")
 

@@ -162,6 +162,21 @@ def test_due_command_reads_the_state_database(tmp_path, capsys):
     assert main(["--config", str(config), "due", "--now", "yesterday"]) == 2
 
 
+def test_due_lists_what_the_sync_tracks_and_all_of_it_on_request(tmp_path, capsys):
+    state = tmp_path / "state.sqlite3"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[state]\npath = "{state}"\n[calendar]\ntimezone = "Europe/Madrid"\n'
+                      '[calendar.hours]\nmon = ["09:00-17:30"]\ntue = ["09:00-17:30"]\nwed = ["09:00-17:30"]\n'
+                      'thu = ["09:00-17:30"]\nfri = ["09:00-17:30"]\n')
+    with Store(state) as store:
+        store.record_decisions([row("2026-10-20 10:00", subject="Long forgotten"), row("2026-11-27 17:00", subject="Recent")])
+    now = "2026-12-02T15:31:00+01:00"
+    assert main(["--config", str(config), "due", "--now", now, "--json"]) == 0
+    assert [i["subject"] for i in json.loads(capsys.readouterr().out)["overdue"]] == ["Recent"]  # the last 30 days
+    assert main(["--config", str(config), "due", "--all", "--now", now, "--json"]) == 0
+    assert [i["subject"] for i in json.loads(capsys.readouterr().out)["overdue"]] == ["Long forgotten", "Recent"]
+
+
 # ------------------------------------------------------------------------------------------ properties
 
 from datetime import datetime as _datetime  # noqa: E402
