@@ -121,15 +121,32 @@ def check_config(ctx: Context, connect: bool) -> int:
         failed = False
         for account in config.accounts:
             try:
-                info = probe_account(account)
+                info = probe_account(account, label_mode=config.labels.mode)
             except MailsortError as exc:
                 failed = True
                 click.echo(f"  {account.name}: FAILED: {exc}", err=True)
                 continue
-            click.echo(f"  {account.name}: logged in to {account.imap.host}; label mode {info['label_mode']}; "
+            click.echo(f"  {account.name}: logged in to {account.imap.host}; "
+                       f"label mode {_label_mode_note(config, account.name, info['label_mode'])}; "
                        f"capabilities: {' '.join(info['capabilities'])}")
         return 1 if failed else 0
     return 0
+
+
+def _label_mode_note(config: Config, account: str, probed: str) -> str:
+    """The label mode, and where `auto` got it: the last sync's read-write look, or a guess (a read-only
+    look at INBOX shows no keyword permissions: a server that takes keywords may look as if it did not)."""
+    if config.labels.mode != "auto":
+        return probed
+    if config.state_path.exists():
+        from .store import Store
+        from .sync import META_LABEL_MODE
+
+        with Store(config.state_path) as store:
+            found = store.get_meta(account, META_LABEL_MODE)
+        if found:
+            return f"{found} (auto, as the last sync found)"
+    return f"{probed} (auto: a guess from a read-only look; the first sync decides)"
 
 
 # ------------------------------------------------------------------------------------- calendar

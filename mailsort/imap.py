@@ -298,6 +298,11 @@ class ImapSession:
             self._label_mode = mode
         return self._label_mode
 
+    @property
+    def resolved_label_mode(self) -> str | None:
+        """label_mode if this session has needed it (and so asked the server), else None."""
+        return self._label_mode
+
     def keywords_allowed(self, folder: str) -> bool:
         """May we set our own keywords (mailsort-done, labels) in this folder?"""
         if not self._selected or self._selected[0] != folder:

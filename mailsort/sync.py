@@ -51,6 +51,7 @@ PARALLEL_BATCH = 250  # messages per batch with workers: smaller batches keep bo
 FETCH_AHEAD = 32  # batches fetched ahead while the workers start (bounds the memory it takes)
 APPLY_GROUP = 2_500  # journaled messages applied on the server together, at least (fewer at a folder's end)
 APPLY_ROUNDS = 4  # about this many rounds of bulk STOREs/MOVEs per folder (each MOVE costs the whole folder)
+META_LABEL_MODE = "label_mode"  # store meta: what labels.mode = "auto" came to on this account's server
 SET_ASIDE = "unparseable"  # label recorded for messages that cannot be parsed
 CRASH_POINTS = ("after-journal", "after-store", "after-move", "after-return")
 
@@ -236,8 +237,11 @@ def sync_account(config: Config, account: AccountConfig, *, store: Store, classi
     """One pass over one account. Never raises for server trouble: it ends up in `errors`."""
     tally = _Tally()
     keep_details = dry_run if details is None else details
+    label_mode = config.labels.mode
+    if dry_run and label_mode == "auto":  # a read-only look tells nothing of keywords: as the last real pass found
+        label_mode = store.get_meta(account.name, META_LABEL_MODE) or label_mode
     try:
-        session = session_factory(account, label_mode=config.labels.mode, readonly=dry_run)
+        session = session_factory(account, label_mode=label_mode, readonly=dry_run)
     except MailsortError as exc:
         tally.errors.append(str(exc))
         return tally.report(account.name, dry_run)
@@ -246,10 +250,19 @@ def sync_account(config: Config, account: AccountConfig, *, store: Store, classi
     run.session_factory = session_factory
     try:
         run.run()
+        if not dry_run and config.labels.mode == "auto":
+            remember_label_mode(store, account.name, session.resolved_label_mode)
     finally:
         run.close_workers()
         session.close()
     return tally.report(account.name, dry_run)
+
+
+def remember_label_mode(store: Store, account: str, mode: str | None) -> None:
+    """What `auto` resolved to on a read-write connection (when a pass needed to know), for the dry runs
+    and `check-config --connect`, whose read-only look at a folder shows no keyword permissions."""
+    if mode is not None and store.get_meta(account, META_LABEL_MODE) != mode:
+        store.set_meta(account, META_LABEL_MODE, mode)
 
 
 def sync_all(config: Config, *, store: Store, classifier_factory: Callable[[], ClassifierLike], now: datetime,

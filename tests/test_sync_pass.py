@@ -281,6 +281,35 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(dovecot, account_env,
     assert store.outbox("work") == []
 
 
+def test_a_dry_run_labels_as_the_last_real_pass_found_and_check_config_says_so(dovecot, account_env, capsys):
+    """`labels.mode = "auto"` asks the server whether it takes keywords; a read-only look (EXAMINE) shows
+    no permissions at all, so a dry run and `check-config --connect` go by what the last real pass found."""
+    from mailsort.cli import main
+    from mailsort.imap import open_session
+    from mailsort.sync import META_LABEL_MODE
+
+    config, store, user, password = account_env
+    with open_session(config.accounts[0], password_lookup=lambda s: password, readonly=True) as look:
+        assert look.label_mode == "folder"  # what EXAMINE alone would make of Dovecot
+    assert main(["--config", str(config.path), "check-config", "--connect"]) == 0
+    assert "label mode folder (auto: a guess from a read-only look; the first sync decides)" in capsys.readouterr().out
+
+    append(dovecot, user, password, [mail(0)])
+    assert run(config, store, OPEN).ok
+    assert store.get_meta("work", META_LABEL_MODE) == "keyword"
+    append(dovecot, user, password, [mail(1)])
+    modes = []
+
+    def factory(account, **kw):
+        modes.append((kw["label_mode"], kw["readonly"]))
+        return open_session(account, password_lookup=lambda s: password, **kw)
+
+    assert run(config, store, OPEN, dry_run=True, session_factory=factory).ok
+    assert modes == [("keyword", True)]
+    assert main(["--config", str(config.path), "check-config", "--connect"]) == 0
+    assert "label mode keyword (auto, as the last sync found)" in capsys.readouterr().out
+
+
 def test_unparseable_message_is_set_aside_and_the_rest_is_sorted(dovecot, account_env):
     config, store, user, password = account_env
     append(dovecot, user, password, [mail(0), b"\r\n\r\nno header at all, just text\r\n", mail(1)])
