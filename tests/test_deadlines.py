@@ -140,12 +140,18 @@ def test_digest_text_is_plain_english():
     assert "Nothing is overdue" in empty_body
 
 
-def test_due_command_reads_the_state_database(tmp_path, capsys):
+def due_config(tmp_path):
+    """A config with Mon–Fri 09:00–17:30 in Madrid, and the path of its (not yet made) state database."""
     state = tmp_path / "state.sqlite3"
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\npath = "{state}"\n[calendar]\ntimezone = "Europe/Madrid"\n'
                       '[calendar.hours]\nmon = ["09:00-17:30"]\ntue = ["09:00-17:30"]\nwed = ["09:00-17:30"]\n'
                       'thu = ["09:00-17:30"]\nfri = ["09:00-17:30"]\n')
+    return config, state
+
+
+def test_due_command_reads_the_state_database(tmp_path, capsys):
+    config, state = due_config(tmp_path)
     message = row("2026-11-27 17:00", subject="Cannot log in")
     answered = row("2026-11-27 17:10", subject="Answered already")
     with Store(state) as store:
@@ -163,11 +169,7 @@ def test_due_command_reads_the_state_database(tmp_path, capsys):
 
 
 def test_due_lists_what_the_sync_tracks_and_all_of_it_on_request(tmp_path, capsys):
-    state = tmp_path / "state.sqlite3"
-    config = tmp_path / "config.toml"
-    config.write_text(f'[state]\npath = "{state}"\n[calendar]\ntimezone = "Europe/Madrid"\n'
-                      '[calendar.hours]\nmon = ["09:00-17:30"]\ntue = ["09:00-17:30"]\nwed = ["09:00-17:30"]\n'
-                      'thu = ["09:00-17:30"]\nfri = ["09:00-17:30"]\n')
+    config, state = due_config(tmp_path)
     with Store(state) as store:
         store.record_decisions([row("2026-10-20 10:00", subject="Long forgotten"), row("2026-11-27 17:00", subject="Recent")])
     now = "2026-12-02T15:31:00+01:00"
