@@ -352,9 +352,8 @@ class _Run:
 
     def _unlabel(self, rows: Sequence[HandledMessage], label: str) -> None:
         mode = self.session.label_mode
-        if mode == "folder":  # the copies are in the label folder, under UIDs of their own
-            if label in self.session.folders():
-                self.session.delete(label, self.session.find_message_ids(label, [r.message_id for r in rows]))
+        if mode == "folder":  # the copies are in the label folder (if any), under UIDs of their own
+            self.session.delete(label, self.session.find_message_ids(label, [r.message_id for r in rows]))
             return
         for folder, uids in self._locate(rows).items():
             if mode == "keyword":
@@ -391,14 +390,11 @@ class _Run:
             if row.message_id:
                 order = (row.folder,) if target is None else (target, "INBOX") if target == later else (target,)
                 searches[tuple(dict.fromkeys(order))].append(row)
-        existing = self.session.folders() if searches else {}
-        for order, group in searches.items():
+        for order, group in searches.items():  # (a folder that is gone finds nothing)
             todo = {row.message_id: row for row in group}
             for n, folder in enumerate(order):
                 if not todo:
                     break
-                if folder.upper() != "INBOX" and folder not in existing:
-                    continue
                 since = _search_since(todo.values())
                 if n + 1 == len(order):
                     found[folder].update(self.session.find_message_ids(folder, list(todo), since))
