@@ -11,6 +11,10 @@ smtp). Per account and watched folder:
        target; for big folders in the background over a second connection)
     -> store.mark_applied + the new FolderState, in one transaction.
 
+Then, per account: notifications, the client workflows (workflows.py) and meanwhile, on connections
+of its own, the outbox (the replies due now; see _Sender); what the workflows queued; at an opening,
+the return of the *later* folder to INBOX.
+
 Crash safety comes from that order. Decisions are journaled before the server changes; a pass starts
 by re-applying whatever was journaled but not applied (STORE and MOVE are idempotent: a MOVE of UIDs
 that are gone is a no-op). Messages that carry the processed keyword are never fetched again, and a
@@ -28,20 +32,25 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .calendar import WorkCalendar
 from .compute import (ClassifierLike, Context, Outcome, PassHistory, SnapshotHistory, StoreHistory, Unparsed, Workers,
                       compute_batch, decide_one, worker_count)
 from .config import AccountConfig, Config
 from .errors import MailsortError
-from .imap import FetchedMessage, ImapSession, UidValidityChanged, keyword_for, open_session
+from .imap import FetchedMessage, ImapFolder, ImapSession, UidValidityChanged, keyword_for, open_session
 from .message import Message, parse
 from .store import FolderState, HandledMessage, OutboxEntry, Store, from_iso, iso, journal_params, label_targets
 from .workflows import run_workflows
+
+if TYPE_CHECKING:
+    from .smtp import SendReport
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +369,56 @@ class _Applier:
         self.session.close()
 
 
+class _Sender:
+    """smtp.send_due on connections of its own — to the state database, to SMTP, and to IMAP for
+    filing — in a thread, so that the replies due go out while the workflows use the pass's IMAP
+    connection (each waits on a different server). Same outbox, same steps: a crash at any point is
+    recovered as in the sequential order. When it cannot log in, it leaves everything to the pass's
+    own send_due after it, which also sends what the workflows queued meanwhile."""
+
+    def __init__(self, run: _AccountPass, folder: ImapFolder | None):
+        self.path, self.account, self.now = run.store.path, run.account, run.now
+        self.mode, self.label_mode = run.config.replies.mode, run.config.labels.mode
+        self.session_factory, self.folder = run.session_factory, folder
+        self.report: SendReport | None = None
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mailsort-send", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> SendReport | None:
+        """What it did (None: it left everything to the pass); its exception, if it raised one."""
+        self.thread.join()
+        if self.failure is not None:
+            raise self.failure
+        return self.report
+
+    def _run(self) -> None:
+        from .smtp import send_due, transport_for
+
+        try:
+            session = None
+            if self.folder is not None:
+                try:
+                    session = self.session_factory(self.account, label_mode=self.label_mode)
+                except MailsortError as exc:
+                    log.info("%s: a second connection for sending was refused (%s): sending afterwards",
+                             self.account.name, exc)
+                    return
+            try:
+                with Store(self.path) as store:
+                    self.report = send_due(store, self.account, now=self.now,
+                                           transport_factory=lambda: transport_for(self.account),
+                                           sent_folder=replace(self.folder, session=session) if session else None,
+                                           mode=self.mode)
+            finally:
+                if session is not None:
+                    session.close()
+        except BaseException as exc:  # noqa: BLE001 - raised again by join(), in the pass's thread
+            self.failure = exc
+
+
 class _Lazy:
     """Call the factory on first use only, then keep the result."""
 
@@ -409,10 +468,13 @@ class _AccountPass:
             self._guard(folder, lambda: self.sync_folder(folder))
         if not self.dry_run:
             self._guard("notifications", self.notify)
+            sender = self._start_sending()  # the replies due now go out while the workflows run
             self._guard("client workflows", lambda: run_workflows(  # answered, Overdue, digest, thank-yous
                 self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
                 now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
-            self._guard("sending replies", self.send_due)
+            if sender is not None:
+                self._guard("sending replies", lambda: self._count_sent(sender.join()))
+            self._guard("sending replies", self.send_due)  # what is left: what the workflows queued
         applying = self._applier.current.folder if self._applier is not None and self._applier.current else ""
         self._guard(applying, self.finish_applying)
         self._guard("returning the later folder", self.return_from_later)
@@ -513,6 +575,8 @@ class _AccountPass:
             log.warning("%s: %s: UIDVALIDITY changed (%d -> %d): looking at every message again; those already "
                         "handled are recognised by Message-ID", self.name, folder, state.uidvalidity, status.uidvalidity)
         until = status.uidnext - 1
+        if self.workers is None and self._worth_workers(min(until - after, status.messages)):
+            self._start_workers()  # now, not after the SEARCH: they get ready while it runs
         try:
             uids = self.session.search_new(folder, after, until, skip_keyword=self.processed,
                                            uidvalidity=status.uidvalidity)
@@ -526,7 +590,7 @@ class _AccountPass:
             return
         batch = _Batch(folder, status.uidvalidity, status.highestmodseq, self._keywords_ok(folder), len(uids))
         self._progress(folder, 0, batch.total)
-        if len(uids) >= PARALLEL_MIN and worker_count() > 1:
+        if self.workers is not None or self._worth_workers(len(uids)):
             self._sync_with_workers(batch, uids, until)
             return
         for start in range(0, len(uids), self.batch):
@@ -578,6 +642,11 @@ class _AccountPass:
                 next_fetch += 1
             else:
                 workers.wait()
+
+    @staticmethod
+    def _worth_workers(new: int) -> bool:
+        """Whether a folder with this many new messages (at most) is worth starting the workers for."""
+        return new >= PARALLEL_MIN and worker_count() > 1
 
     def _start_workers(self) -> Workers:
         """The workers for this pass, started on first use. Their history of earlier passes is a snapshot
@@ -802,21 +871,39 @@ class _AccountPass:
     def send_due(self) -> None:
         """Send the replies whose time has come (smtp.send_due), filing them in Sent (Drafts in draft
         mode; Gmail files sent mail itself). Nothing is opened when nothing is due."""
-        if not self.store.due(self.name, self.now) and not self.store.outbox(self.name, ("sending",)):
+        if not self._anything_to_send():
             return
         from .smtp import send_due, transport_for
 
+        self._count_sent(send_due(self.store, self.account, now=self.now,
+                                  transport_factory=lambda: transport_for(self.account),
+                                  sent_folder=self._filing_folder(), mode=self.config.replies.mode))
+
+    def _anything_to_send(self) -> bool:
+        return bool(self.store.due(self.name, self.now) or self.store.outbox(self.name, ("sending",)))
+
+    def _filing_folder(self) -> ImapFolder | None:
         mode = self.config.replies.mode
         if mode == "draft":
-            folder = self.session.drafts_folder(self.config.folders.drafts)
-        elif mode == "send" and self.session.label_mode != "gmail":
-            folder = self.session.sent_folder(self.config.folders.sent)
-        else:
-            folder = None
-        result = send_due(self.store, self.account, now=self.now, transport_factory=lambda: transport_for(self.account),
-                          sent_folder=folder, mode=mode)
-        self.tally.counts["sent"] += result.sent
-        self.tally.errors.extend(f"sending replies: {e}" for e in result.errors)
+            return self.session.drafts_folder(self.config.folders.drafts)
+        if mode == "send" and self.session.label_mode != "gmail":
+            return self.session.sent_folder(self.config.folders.sent)
+        return None
+
+    def _count_sent(self, result: SendReport | None) -> None:
+        if result is not None:
+            self.tally.counts["sent"] += result.sent
+            self.tally.errors.extend(f"sending replies: {e}" for e in result.errors)
+
+    def _start_sending(self) -> _Sender | None:
+        """send_due in the background (see _Sender), when there is something to send and the state
+        database is a file another connection can open."""
+        if (self.config.replies.mode not in ("send", "draft") or not isinstance(self.store.path, Path)
+                or not self._anything_to_send()):
+            return None
+        sender = _Sender(self, self._filing_folder())
+        sender.start()
+        return sender
 
     def return_from_later(self) -> None:
         """At the first sync of a working period, everything in the later folder goes back to INBOX.
