@@ -99,3 +99,19 @@ def test_table_finds_every_key_and_nothing_else(ordered: bool) -> None:
     np.testing.assert_array_equal(col[found], expected[found])
     empty = Table(np.zeros(0, dtype=np.uint64))
     np.testing.assert_array_equal(empty.lookup(np.array([0, 1, 2], dtype=np.uint64)), [-1, -1, -1])
+
+
+def test_the_kind_table_says_of_every_bmp_character_what_str_and_re_say() -> None:
+    """The one lookup the batch path makes per character, against the plain per-character tests."""
+    import re
+
+    from mailsort.classify.ngrams import _MARK, _ODD_SPACE, _WORD_CHAR, _kinds
+    from mailsort.classify.text import COMBINING_RANGES
+
+    table = _kinds()
+    for code in range(0x10000):
+        char = chr(code)
+        want = (_ODD_SPACE if char.isspace() and char != " " else 0) \
+            | (_MARK if any(lo <= code <= hi for lo, hi in COMBINING_RANGES) else 0) \
+            | (_WORD_CHAR if re.fullmatch(r"\w", char) else 0)
+        assert table[code] == want, hex(code)

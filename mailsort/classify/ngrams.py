@@ -38,6 +38,7 @@ _SENTINEL = 0  # separates documents in a batch
 CHUNK_CHARS = 400_000  # characters hashed at a time: bounds memory, feeds the threads
 THREADS = 2  # numpy releases the GIL in the heavy steps; two cores is the target machine
 _WORD = re.compile(r"\w+")
+_SPACE_CHAR = re.compile(r"\s")
 _ODD_SPACE, _MARK, _WORD_CHAR = np.uint8(1), np.uint8(2), np.uint8(4)
 _kind_table: list[np.ndarray] = []
 # 1 + log(count) in float32 for small counts: a lookup instead of a log per cell (np.log gives
@@ -57,7 +58,8 @@ def _kinds() -> np.ndarray:
         table = np.zeros(0x10000, dtype=np.uint8)
         for m in _WORD.finditer(chars):
             table[m.start() : m.end()] = _WORD_CHAR
-        table[[c for c in range(0x10000) if c != _SPACE and chars[c].isspace()]] |= _ODD_SPACE
+        # (regex \s is str.isspace(): both are CPython's Py_UNICODE_ISSPACE; a tenth of the time of a loop)
+        table[[m.start() for m in _SPACE_CHAR.finditer(chars) if m.start() != _SPACE]] |= _ODD_SPACE
         for lo, hi in COMBINING_RANGES:
             table[lo : hi + 1] |= _MARK
         _kind_table.append(table)
