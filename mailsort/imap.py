@@ -509,8 +509,7 @@ class ImapSession:
         self.ensure_folder(target)
         for uid_set in uid_set_chunks(uids):
             if "MOVE" in self.capabilities:
-                self._run(f"MOVE {folder} -> {target}",
-                          lambda client, s=uid_set: _ok(client.uid("MOVE", s, encode_folder(target)), "UID MOVE"),
+                self._run(f"MOVE {folder} -> {target}", lambda client, s=uid_set: uid_move(client, s, target),
                           folder=folder, write=True)
             else:
                 self._copy_delete(folder, uid_set, target)
@@ -712,36 +711,54 @@ _UNTAGGED_FETCH = re.compile(rb"\* (\d+) FETCH ")
 
 
 def uid_fetch(client: imaplib.IMAP4, uid_set: str, items: str) -> list:
-    """`client.uid("FETCH", uid_set, items)`'s data, read faster: the bulk fetch of a first sync brings
-    thousands of responses, and imaplib spends tens of microseconds of Python on each line and literal.
-    Here every line and literal is one C-level read of imaplib's own buffered socket file (never a byte
-    beyond the tagged completion, so imaplib reads on where this stops), and only FETCH responses are
-    kept, in imaplib's shape (see parse_fetch). NO/BAD raise IMAP4.error, BYE or EOF IMAP4.abort, as in
-    imaplib."""
+    """`client.uid("FETCH", uid_set, items)`'s data, read faster (see `_command`): the bulk fetch of a
+    first sync brings thousands of responses. Only FETCH responses are kept, in imaplib's shape (see
+    parse_fetch)."""
     if client.state != "SELECTED":
         raise imaplib.IMAP4.error(f"UID FETCH in state {client.state}: no folder selected")
+    data: list = []
+    _command(client, b"UID FETCH " + uid_set.encode("ascii") + b" " + items.encode("ascii"), "UID FETCH", data)
+    return data
+
+
+def uid_move(client: imaplib.IMAP4, uid_set: str, target: str) -> None:
+    """`client.uid("MOVE", uid_set, target)`, its answer read by `_command`: a MOVE of thousands of
+    messages brings an EXPUNGE for each, which imaplib reads and keeps one by one."""
+    if client.state != "SELECTED":
+        raise imaplib.IMAP4.error(f"UID MOVE in state {client.state}: no folder selected")
+    _command(client, b"UID MOVE " + uid_set.encode("ascii") + b" " + encode_folder(target), "UID MOVE")
+
+
+def _command(client: imaplib.IMAP4, command: bytes, what: str, fetches: list | None = None) -> None:
+    """Send one command and read its answer up to the tagged completion, faster than imaplib, which
+    spends tens of microseconds of Python on each line and literal. Here every line and literal is one
+    C-level read of imaplib's own buffered socket file (never a byte beyond the tagged completion, so
+    imaplib reads on where this stops). FETCH responses go to `fetches` (when given) in imaplib's shape;
+    other untagged responses (EXPUNGE, flag updates, OK [COPYUID ...]) are passed over. NO/BAD raise
+    IMAP4.error, BYE or EOF IMAP4.abort, as in imaplib."""
+    sink: list = fetches if fetches is not None else []  # (nothing is appended when there is no `fetches`)
     tag = client._new_tag()
     try:
-        client.send(tag + b" UID FETCH " + uid_set.encode("ascii") + b" " + items.encode("ascii") + b"\r\n")
+        client.send(tag + b" " + command + b"\r\n")
         readline, read = client.file.readline, client.file.read
-        data: list = []
         fetch = False  # the response being read is a FETCH
         start = True  # the next line starts a response (not the rest of one after a literal)
         while True:
             line = readline(imaplib._MAXLINE + 1)
             if not line.endswith(b"\n"):
-                raise imaplib.IMAP4.abort("socket error: EOF in the middle of a FETCH response" if len(line) <= imaplib._MAXLINE
+                raise imaplib.IMAP4.abort(f"socket error: EOF in the middle of the answer to {what}"
+                                          if len(line) <= imaplib._MAXLINE
                                           else f"got more than {imaplib._MAXLINE} bytes in one line")
             line = line.rstrip(b"\r\n")
             if start:
                 if line.startswith(tag + b" "):
                     status = line[len(tag) + 1:]
                     if not status.startswith(b"OK"):
-                        raise imaplib.IMAP4.error(f"UID FETCH: {status.decode('utf-8', 'replace')}")
-                    return data
+                        raise imaplib.IMAP4.error(f"{what}: {status.decode('utf-8', 'replace')}")
+                    return
                 if line.startswith(b"* BYE"):
                     raise imaplib.IMAP4.abort(line[2:].decode("utf-8", "replace"))
-                m = _UNTAGGED_FETCH.match(line)
+                m = _UNTAGGED_FETCH.match(line) if fetches is not None else None
                 fetch = m is not None
                 text = m.group(1) + b" " + line[m.end():] if m is not None else line
             else:
@@ -752,11 +769,11 @@ def uid_fetch(client: imaplib.IMAP4, uid_set: str, items: str) -> list:
                 if len(literal) != int(size.group(1)):
                     raise imaplib.IMAP4.abort("socket error: EOF in the middle of a literal")
                 if fetch:
-                    data.append((text, literal))
+                    sink.append((text, literal))
                 start = False
             else:
                 if fetch:
-                    data.append(text)
+                    sink.append(text)
                 start = True
     finally:
         client.tagged_commands.pop(tag, None)

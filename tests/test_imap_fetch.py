@@ -1,4 +1,5 @@
-"""imap.uid_fetch, the fast reader of a first sync's bulk FETCH, against imaplib on a real Dovecot."""
+"""imap.uid_fetch and imap.uid_move, the fast readers of a first sync's bulk FETCH and MOVE, against imaplib
+on a real Dovecot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import pytest
 from sync_support import CLOSED, append, realistic_message, wait_for_login
 
-from mailsort.imap import FETCH_ITEMS, _parse_any_fetch, _parse_plain_fetch, parse_fetch, uid_fetch
+from mailsort.imap import FETCH_ITEMS, _parse_any_fetch, _parse_plain_fetch, parse_fetch, uid_fetch, uid_move
 
 
 @pytest.fixture
@@ -92,3 +93,24 @@ def test_no_folder_selected_is_an_error(dovecot, imap_user):
             uid_fetch(client, "1:*", FETCH_ITEMS)
     finally:
         client.logout()
+
+
+def test_a_move_reads_its_whole_answer_and_keeps_no_expunge(filled):
+    """A MOVE answers with an EXPUNGE per message (and an OK [COPYUID ...]): all read, none kept (imaplib
+    keeps each one in untagged_responses), and the connection reads on in step."""
+    client = filled
+    assert client.create("Later")[0] == "OK"
+    client.untagged_responses.clear()
+    uid_move(client, "2:40", "Later")
+    assert "EXPUNGE" not in client.untagged_responses and "COPYUID" not in client.untagged_responses
+    typ, data = client.uid("SEARCH", "ALL")
+    assert typ == "OK" and [int(u) for u in data[0].split()] == [1, *range(41, 62)]
+    client.select("Later", readonly=True)
+    assert len(client.uid("SEARCH", "ALL")[1][0].split()) == 39
+
+
+def test_a_refused_move_raises_imaplib_error(filled):
+    with pytest.raises(imaplib.IMAP4.error, match="UID MOVE: NO"):
+        uid_move(filled, "1:5", "No such folder")
+    assert filled.noop()[0] == "OK"
+    assert len(filled.uid("SEARCH", "ALL")[1][0].split()) == 61  # nothing moved
