@@ -11,9 +11,9 @@ smtp). Per account and watched folder:
        target; for big folders in the background over a second connection)
     -> store.mark_applied + the new FolderState, in one transaction.
 
-Then, per account: notifications, the client workflows (workflows.py) and meanwhile, on connections
-of its own, the outbox (the replies due now; see _Sender); what the workflows queued; at an opening,
-the return of the *later* folder to INBOX.
+Then, per account: notifications; the client workflows (workflows.py) and, when many replies are
+due, meanwhile the outbox on connections of its own (see _Sender); the replies still due (what the
+workflows queued); at an opening, the return of the *later* folder to INBOX.
 
 Crash safety comes from that order. Decisions are journaled before the server changes; a pass starts
 by re-applying whatever was journaled but not applied (STORE and MOVE are idempotent: a MOVE of UIDs
@@ -60,6 +60,7 @@ PARALLEL_BATCH = 250  # messages per batch with workers: smaller batches keep bo
 FETCH_AHEAD = 32  # batches fetched ahead while the workers start (bounds the memory it takes)
 APPLY_GROUP = 2_500  # journaled messages applied on the server together, at least (fewer at a folder's end)
 APPLY_ROUNDS = 4  # about this many rounds of bulk STOREs/MOVEs per folder (each MOVE costs the whole folder)
+SEND_APART_MIN = 10  # replies due from which they are sent on connections of their own while the workflows run
 META_LABEL_MODE = "label_mode"  # store meta: what labels.mode = "auto" came to on this account's server
 SET_ASIDE = "unparseable"  # label recorded for messages that cannot be parsed
 CRASH_POINTS = ("after-journal", "after-store", "after-move", "after-return")
@@ -469,12 +470,14 @@ class _AccountPass:
         if not self.dry_run:
             self._guard("notifications", self.notify)
             sender = self._start_sending()  # the replies due now go out while the workflows run
-            self._guard("client workflows", lambda: run_workflows(  # answered, Overdue, digest, thank-yous
-                self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
-                now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
-            if sender is not None:
-                self._guard("sending replies", lambda: self._count_sent(sender.join()))
-            self._guard("sending replies", self.send_due)  # what is left: what the workflows queued
+            try:
+                self._guard("client workflows", lambda: run_workflows(  # answered, Overdue, digest, thank-yous
+                    self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
+                    now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
+            finally:
+                if sender is not None:
+                    self._guard("sending replies", lambda: self._count_sent(sender.join()))
+            self._guard("sending replies", self.send_due)  # what is left (all of it without a sender)
         applying = self._applier.current.folder if self._applier is not None and self._applier.current else ""
         self._guard(applying, self.finish_applying)
         self._guard("returning the later folder", self.return_from_later)
@@ -871,7 +874,7 @@ class _AccountPass:
     def send_due(self) -> None:
         """Send the replies whose time has come (smtp.send_due), filing them in Sent (Drafts in draft
         mode; Gmail files sent mail itself). Nothing is opened when nothing is due."""
-        if not self._anything_to_send():
+        if not self.store.due(self.name, self.now) and not self.store.outbox(self.name, ("sending",)):
             return
         from .smtp import send_due, transport_for
 
@@ -879,10 +882,8 @@ class _AccountPass:
                                   transport_factory=lambda: transport_for(self.account),
                                   sent_folder=self._filing_folder(), mode=self.config.replies.mode))
 
-    def _anything_to_send(self) -> bool:
-        return bool(self.store.due(self.name, self.now) or self.store.outbox(self.name, ("sending",)))
-
     def _filing_folder(self) -> ImapFolder | None:
+        """Where sent replies are filed: Sent, Drafts in draft mode, nowhere on Gmail (it files them)."""
         mode = self.config.replies.mode
         if mode == "draft":
             return self.session.drafts_folder(self.config.folders.drafts)
@@ -896,10 +897,10 @@ class _AccountPass:
             self.tally.errors.extend(f"sending replies: {e}" for e in result.errors)
 
     def _start_sending(self) -> _Sender | None:
-        """send_due in the background (see _Sender), when there is something to send and the state
-        database is a file another connection can open."""
+        """send_due in the background (see _Sender), when enough replies are due to pay for a second
+        login and the state database is a file another connection can open."""
         if (self.config.replies.mode not in ("send", "draft") or not isinstance(self.store.path, Path)
-                or not self._anything_to_send()):
+                or len(self.store.due(self.name, self.now)) < SEND_APART_MIN):
             return None
         sender = _Sender(self, self._filing_folder())
         sender.start()

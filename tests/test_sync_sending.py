@@ -20,7 +20,8 @@ ACKS = 6  # mail(0..11): six critical messages, each acknowledged at once after 
 
 
 @pytest.fixture
-def account(dovecot, imap_user, tmp_path, smtp_sink):
+def account(dovecot, imap_user, tmp_path, smtp_sink, monkeypatch):
+    monkeypatch.setattr(mailsort.sync, "SEND_APART_MIN", ACKS)  # (ten by default: a second login must pay off)
     user, password = imap_user
     wait_for_login(dovecot, user, password)
     config = load_config(write_config(tmp_path, dovecot, user, password, smtp_port=smtp_sink.port))
@@ -126,3 +127,19 @@ def test_an_in_memory_state_database_sends_in_the_pass(dovecot, account, smtp_si
         assert "mailsort-send" not in opened
         assert report.sent == ACKS and len(smtp_sink.received()) == ACKS
         assert all(e.filed for e in store.outbox("work") if e.state == "sent")
+
+
+def test_a_few_replies_are_sent_by_the_pass_itself(dovecot, account, smtp_sink, monkeypatch):
+    """Below SEND_APART_MIN replies due, a second login would cost more than it saves."""
+    config, store, user, password = account
+    monkeypatch.setattr(mailsort.sync, "SEND_APART_MIN", ACKS + 1)
+    factory, opened = sessions_by_thread(password)
+
+    report = sync_account(config, config.accounts[0], store=store, now=CLOSED, classifier_factory=FakeClassifier,
+                          session_factory=factory)
+
+    assert report.ok, report.errors
+    assert opened == ["MainThread"]
+    assert report.sent == ACKS and len(smtp_sink.received()) == ACKS
+    assert sent_folder_ids(dovecot, user, password) == sorted(e.message_id for e in store.outbox("work")
+                                                              if e.state == "sent")
