@@ -407,12 +407,12 @@ class _Sender:
                     log.info("%s: a second connection for sending was refused (%s): sending afterwards",
                              self.account.name, exc)
                     return
+            folder = replace(self.folder, session=session) if session is not None else None
             try:
                 with Store(self.path) as store:
                     self.report = send_due(store, self.account, now=self.now,
                                            transport_factory=lambda: transport_for(self.account),
-                                           sent_folder=replace(self.folder, session=session) if session else None,
-                                           mode=self.mode)
+                                           sent_folder=folder, mode=self.mode)
             finally:
                 if session is not None:
                     session.close()
