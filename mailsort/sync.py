@@ -12,8 +12,9 @@ smtp). Per account and watched folder:
     -> store.mark_applied + the new FolderState, in one transaction.
 
 Then, per account: notifications; the client workflows (workflows.py) and, when many replies are
-due, meanwhile the outbox on connections of its own (see _Sender); the replies still due (what the
-workflows queued); at an opening, the return of the *later* folder to INBOX.
+due, meanwhile the outbox on connections of its own (see _Sender; it starts as soon as the last
+folder's last batch is journaled); the replies still due (what the workflows queued); at an opening,
+the return of the *later* folder to INBOX.
 
 Crash safety comes from that order. Decisions are journaled before the server changes; a pass starts
 by re-applying whatever was journaled but not applied (STORE and MOVE are idempotent: a MOVE of UIDs
@@ -457,26 +458,27 @@ class _AccountPass:
         self._actions: dict[str, list] = {}  # Message-ID -> the actions decided for it in this pass
         self.session_factory: SessionFactory = open_session
         self._applier: _Applier | None = None
+        self._sender: _Sender | None = None
         self.processed = config.labels.processed
         self.name = account.name
 
     # --------------------------------------------------------------------------- the pass
 
     def run(self) -> None:
-        if not self.dry_run:
-            self._guard("re-applying journaled decisions", self.reapply_pending)
-        for folder in self.account.folders:
-            self._guard(folder, lambda: self.sync_folder(folder))
-        if not self.dry_run:
-            self._guard("notifications", self.notify)
-            sender = self._start_sending()  # the replies due now go out while the workflows run
-            try:
+        try:
+            if not self.dry_run:
+                self._guard("re-applying journaled decisions", self.reapply_pending)
+            for folder in self.account.folders:
+                self._guard(folder, lambda: self.sync_folder(folder))
+            if not self.dry_run:
+                self._guard("notifications", self.notify)
+                self._start_sending()  # unless the last folder's last batch started it already
                 self._guard("client workflows", lambda: run_workflows(  # answered, Overdue, digest, thank-yous
                     self.config, self.account, store=self.store, session=self.session, calendar=self.calendar,
                     now=self.now, templates=self._templates, settings=self._settings, counts=self.tally.counts))
-            finally:
-                if sender is not None:
-                    self._guard("sending replies", lambda: self._count_sent(sender.join()))
+        finally:
+            self._join_sender()
+        if not self.dry_run:
             self._guard("sending replies", self.send_due)  # what is left (all of it without a sender)
         applying = self._applier.current.folder if self._applier is not None and self._applier.current else ""
         self._guard(applying, self.finish_applying)
@@ -782,6 +784,8 @@ class _AccountPass:
         queued = self.store.record_decisions(rows, replies)  # the journal: before any change on the server
         self.tally.counts["queued"] += len(queued)
         _crash_point("after-journal")
+        if last_uid is not None and folder == self.account.folders[-1]:
+            self._start_sending()  # every reply of the pass is queued: they go out while the last rounds apply
         batch.items.extend(items)
         batch.keys.extend(keys)
         batch.last_uid = last_uid if last_uid is not None else max(arrived, default=batch.last_uid)
@@ -896,15 +900,19 @@ class _AccountPass:
             self.tally.counts["sent"] += result.sent
             self.tally.errors.extend(f"sending replies: {e}" for e in result.errors)
 
-    def _start_sending(self) -> _Sender | None:
-        """send_due in the background (see _Sender), when enough replies are due to pay for a second
-        login and the state database is a file another connection can open."""
-        if (self.config.replies.mode not in ("send", "draft") or not isinstance(self.store.path, Path)
-                or len(self.store.due(self.name, self.now)) < SEND_APART_MIN):
-            return None
-        sender = _Sender(self, self._filing_folder())
-        sender.start()
-        return sender
+    def _start_sending(self) -> None:
+        """send_due in the background (see _Sender), once per pass, when enough replies are due to pay
+        for a second login and the state database is a file another connection can open."""
+        if (self._sender is not None or self.config.replies.mode not in ("send", "draft")
+                or not isinstance(self.store.path, Path) or len(self.store.due(self.name, self.now)) < SEND_APART_MIN):
+            return
+        self._sender = _Sender(self, self._filing_folder())
+        self._sender.start()
+
+    def _join_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._guard("sending replies", lambda: self._count_sent(sender.join()))
 
     def return_from_later(self) -> None:
         """At the first sync of a working period, everything in the later folder goes back to INBOX.
