@@ -433,7 +433,7 @@ class ImapSession:
             out = []
             for item in data or ():
                 if isinstance(item, tuple) and len(item) > 1 and isinstance(item[0], bytes) and isinstance(item[1], bytes):
-                    match = _FETCH_UID.search(item[0])
+                    match = _UID.search(item[0])
                     if match:
                         out.append((int(match.group(1)), item[1]))
             return out
@@ -646,7 +646,6 @@ def parse_uid_set(text: str) -> list[int]:
 SEARCH_IDS = 200  # Message-IDs per UID SEARCH (an OR chain): each SEARCH makes the server go through the folder
 SEARCH_CHARS = 6000  # ... and at most this long (servers limit the command line; Dovecot to 64 KB)
 _ID_UNSAFE = re.compile(r'[\r\n"\\]')
-_FETCH_UID = re.compile(rb"\bUID (\d+)")
 
 
 def _clean_message_id(message_id: str) -> str:
